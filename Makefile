@@ -1,0 +1,42 @@
+# berth — build, test, demo, bench, lint, install.
+# `make demo` and `make test` work as root on a fresh machine: both install
+# the Debian packages they need first (hack/install-deps.sh, idempotent).
+
+GO      ?= go
+BIN     := $(CURDIR)/bin
+PREFIX  ?= /opt/cni/bin
+export BERTH_CNI_PATH := $(BIN)
+
+.PHONY: all build deps test unit lint demo bench install clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ ./plugins/...
+
+deps:
+	@bash hack/install-deps.sh
+
+# The whole suite: unit tests and integration tests (real namespaces, real
+# binaries). Needs root.
+test: deps build lint
+	$(GO) test -count=1 -timeout 40m ./...
+
+unit:
+	$(GO) test -count=1 ./pkg/...
+
+lint:
+	@bash hack/lint.sh
+
+demo: deps build
+	$(GO) run ./hack/demo
+
+bench: deps build
+	$(GO) run ./hack/bench $(BENCH_ARGS)
+
+install: build
+	install -d $(PREFIX)
+	install -m 0755 $(BIN)/* $(PREFIX)/
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what berth's tests, demo and benchmarks need on a fresh Debian
+# machine. Idempotent and quick when everything is already there.
+set -euo pipefail
+
+need=()
+check() { command -v "$1" >/dev/null 2>&1 || need+=("$2"); }
+check nft nftables
+check iptables iptables
+check ip iproute2
+check ping iputils-ping
+check dig dnsutils
+check curl curl
+check nc netcat-openbsd
+check etcd etcd-server
+check dnsperf dnsperf
+
+if ((${#need[@]})); then
+	if [[ $(id -u) != 0 ]]; then
+		echo "install-deps: missing ${need[*]}; run as root" >&2
+		exit 1
+	fi
+	echo "install-deps: installing ${need[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# staticcheck comes from the Go module proxy.
+gobin=$(go env GOPATH)/bin
+if [[ ! -x $gobin/staticcheck ]]; then
+	echo "install-deps: installing staticcheck"
+	go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+fi

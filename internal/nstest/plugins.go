@@ -1,0 +1,66 @@
+package nstest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// EnvCNIPath names the directory holding built berth plugins. `make test`
+// sets it to ./bin after building; otherwise Main builds them.
+const EnvCNIPath = "BERTH_CNI_PATH"
+
+// Main is TestMain for integration packages: it makes sure the plugin
+// binaries exist (building them into a temporary directory when
+// BERTH_CNI_PATH is not set), runs the tests and removes what it built.
+func Main(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if os.Getenv(EnvCNIPath) == "" {
+		dir, err := os.MkdirTemp("", "berth-bin-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "nstest:", err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		root, err := moduleRoot()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "nstest:", err)
+			return 1
+		}
+		cmd := exec.Command("go", "build", "-o", dir+"/", "./plugins/...")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "nstest: building plugins: %v\n%s", err, out)
+			return 1
+		}
+		os.Setenv(EnvCNIPath, dir)
+	}
+	return m.Run()
+}
+
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", fmt.Errorf("not inside the berth module")
+	}
+	return strings.TrimSuffix(mod, "/go.mod"), nil
+}
+
+// CNIPath returns the directory with the built plugins.
+func CNIPath(t testing.TB) string {
+	t.Helper()
+	p := os.Getenv(EnvCNIPath)
+	if p == "" {
+		t.Fatal("BERTH_CNI_PATH is not set: call nstest.Main from TestMain or run `make test`")
+	}
+	return p
+}

@@ -1,0 +1,104 @@
+package cni
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+)
+
+// Versions are the CNI spec versions every berth plugin speaks.
+var Versions = version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+
+// Decode unmarshals a plugin's stdin config into v (a struct that embeds
+// types.NetConf). Syntax and type errors are code 6 and name the field.
+//
+// Unknown fields are ignored, as the reference plugins do: runtimes
+// (nerdctl, Podman, kubelet) add fields of their own and configs written for
+// other plugin versions must keep working after a binary swap.
+func Decode(plugin string, stdin []byte, v any) error {
+	if err := json.Unmarshal(stdin, v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			field := te.Field
+			if field == "" {
+				field = "config"
+			}
+			return Errorf(CodeDecode, "%s: %s: cannot use JSON %s as %s", plugin, field, te.Value, te.Type)
+		}
+		return Errorf(CodeDecode, "%s: decoding config: %v", plugin, err)
+	}
+	return nil
+}
+
+// PrevResult parses conf's prevResult (if any) and converts it to the
+// current result type. It returns nil, nil when there is none.
+func PrevResult(plugin string, conf *types.NetConf) (*current.Result, error) {
+	if conf.RawPrevResult == nil {
+		return nil, nil
+	}
+	if err := version.ParsePrevResult(conf); err != nil {
+		return nil, Errorf(CodeDecode, "%s: prevResult: %v", plugin, err)
+	}
+	res, err := current.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return nil, Errorf(CodeDecode, "%s: prevResult: converting to %s: %v", plugin, current.ImplementedSpecVersion, err)
+	}
+	return res, nil
+}
+
+// Print writes result to stdout in the config's cniVersion.
+func Print(result types.Result, cniVersion string) error {
+	return types.PrintResult(result, cniVersion)
+}
+
+var (
+	nameRE        = regexp.MustCompile(`^[a-zA-Z0-9_.\-]+$`)
+	containerIDRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)
+)
+
+// SafeName checks that s can be used as one path component (a network name
+// in a store path, say): the CNI name charset, and never "." or "..".
+func SafeName(what, s string) error {
+	if s == "" {
+		return fmt.Errorf("%s is empty", what)
+	}
+	if s == "." || s == ".." || strings.ContainsAny(s, "/\x00") || !nameRE.MatchString(s) || len(s) > 255 {
+		return fmt.Errorf("%s %q: must match %s and not be . or ..", what, s, nameRE)
+	}
+	return nil
+}
+
+// SafeContainerID checks a container ID the same way, with the spec's
+// container ID charset.
+func SafeContainerID(id string) error {
+	if id == "" {
+		return errors.New("container ID is empty")
+	}
+	if !containerIDRE.MatchString(id) || len(id) > 255 {
+		return fmt.Errorf("container ID %q: must match %s", id, containerIDRE)
+	}
+	return nil
+}
+
+// Attachment identifies one attachment of a container to a network, the key
+// of everything a plugin keeps (reservations, rules, registry entries), and
+// of GC's cni.dev/valid-attachments.
+type Attachment struct {
+	ContainerID string
+	IfName      string
+}
+
+// ValidSet turns GC's valid-attachments list into a set.
+func ValidSet(list []types.GCAttachment) map[Attachment]bool {
+	m := make(map[Attachment]bool, len(list))
+	for _, a := range list {
+		m[Attachment{ContainerID: a.ContainerID, IfName: a.IfName}] = true
+	}
+	return m
+}

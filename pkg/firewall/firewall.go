@@ -1,0 +1,45 @@
+// Package firewall is berth's one place for packet filtering and NAT:
+// masquerade, isolation between networks, icc, port mappings and DNS
+// redirects. It has two backends behind one interface: nftables through
+// netlink (the default: one transaction per call, sets and maps so the cost
+// of a call does not grow with the number of containers) and iptables
+// (github.com/coreos/go-iptables) for hosts that need it.
+//
+// Every call acts on the network namespace of the calling thread: plugins
+// run in the node's namespace, tests in a private one.
+package firewall
+
+import (
+	"net"
+
+	"github.com/berthnet/berth/pkg/cni"
+)
+
+// Backend names, as written in config (ipMasqBackend, backend).
+const (
+	NFTables = "nftables"
+	IPTables = "iptables"
+)
+
+// Masq is the source NAT of one attachment: traffic from IPs to anything
+// outside their own subnet (and not multicast) is masqueraded, as the
+// reference bridge plugin's ipMasq and Docker's docker0 do.
+type Masq struct {
+	Network     string // CNI network name
+	ContainerID string
+	IfName      string
+	// IPs are the container's addresses with their subnet's mask
+	// (10.88.0.5/16). On DEL they may be empty (no prevResult, netns gone):
+	// the backend then removes whatever it holds for (ContainerID, IfName).
+	IPs []*net.IPNet
+}
+
+// Masquerader manages Masq rules. All methods are idempotent.
+type Masquerader interface {
+	AddMasq(m Masq) error
+	DelMasq(m Masq) error
+	// CheckMasq returns an error naming what is missing.
+	CheckMasq(m Masq) error
+	// GCMasq removes the network's rules of attachments not in valid.
+	GCMasq(network string, valid map[cni.Attachment]bool) error
+}

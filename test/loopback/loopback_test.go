@@ -210,7 +210,7 @@ func TestChained(t *testing.T) {
 	prev := `{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","mac":"02:00:00:00:00:01","sandbox":"` + c.Path + `"}],` +
 		`"ips":[{"address":"10.9.0.2/24","gateway":"10.9.0.1","interface":0}]}`
 	raw := `{"cniVersion":"1.0.0","name":"chain","type":"loopback","prevResult":` + prev + `}`
-	conf, err := libcni.ConfFromBytes([]byte(raw))
+	conf, err := libcni.NetworkPluginConfFromBytes([]byte(raw))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,138 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// Etcd is the etcd v3 backend: prefix<network>/<containerID>@<ifname> holds
+// the entry's JSON. Every operation is a single etcd request, so it is
+// atomic and needs no lock.
+type Etcd struct {
+	cli    *clientv3.Client
+	prefix string
+}
+
+// DefaultEtcdPrefix is where entries live unless Config.Prefix says otherwise.
+const DefaultEtcdPrefix = "/berth/registry/"
+
+// OpenEtcd connects to etcd. The client dials lazily; the first request
+// fails (bounded by its context) if no endpoint answers.
+func OpenEtcd(endpoints []string, prefix string, dialTimeout time.Duration) (*Etcd, error) {
+	if len(endpoints) == 0 {
+		return nil, errors.New("registry: etcd backend needs endpoints")
+	}
+	if prefix == "" {
+		prefix = DefaultEtcdPrefix
+	}
+	if !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	if dialTimeout == 0 {
+		dialTimeout = 5 * time.Second
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: dialTimeout, Logger: zap.NewNop()})
+	if err != nil {
+		return nil, fmt.Errorf("registry: etcd %v: %w", endpoints, err)
+	}
+	return &Etcd{cli: cli, prefix: prefix}, nil
+}
+
+// Close closes the client.
+func (s *Etcd) Close() error { return s.cli.Close() }
+
+func (s *Etcd) key(network, containerID, ifName string) string {
+	return s.prefix + network + "/" + entryName(containerID, ifName)
+}
+
+// Put writes e.
+func (s *Etcd) Put(ctx context.Context, e *Entry) error {
+	if err := e.Validate(); err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("registry: encoding entry: %w", err)
+	}
+	if _, err := s.cli.Put(ctx, s.key(e.Network, e.ContainerID, e.IfName), string(b)); err != nil {
+		return fmt.Errorf("registry: etcd put: %w", err)
+	}
+	return nil
+}
+
+// Get reads one entry.
+func (s *Etcd) Get(ctx context.Context, network, containerID, ifName string) (*Entry, error) {
+	if err := validKey(network, containerID, ifName); err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	resp, err := s.cli.Get(ctx, s.key(network, containerID, ifName))
+	if err != nil {
+		return nil, fmt.Errorf("registry: etcd get: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, ErrNotFound
+	}
+	var e Entry
+	if err := json.Unmarshal(resp.Kvs[0].Value, &e); err != nil {
+		return nil, fmt.Errorf("registry: %s: %w", resp.Kvs[0].Key, err)
+	}
+	return &e, nil
+}
+
+// Delete removes an entry (no error when absent).
+func (s *Etcd) Delete(ctx context.Context, network, containerID, ifName string) error {
+	if err := validKey(network, containerID, ifName); err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	if _, err := s.cli.Delete(ctx, s.key(network, containerID, ifName)); err != nil {
+		return fmt.Errorf("registry: etcd delete: %w", err)
+	}
+	return nil
+}
+
+// List returns the network's entries in key order.
+func (s *Etcd) List(ctx context.Context, network string) ([]*Entry, error) {
+	if err := SafeNetwork(network); err != nil {
+		return nil, err
+	}
+	resp, err := s.cli.Get(ctx, s.prefix+network+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, fmt.Errorf("registry: etcd list: %w", err)
+	}
+	out := make([]*Entry, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var e Entry
+		if err := json.Unmarshal(kv.Value, &e); err != nil {
+			return nil, fmt.Errorf("registry: %s: %w", kv.Key, err)
+		}
+		out = append(out, &e)
+	}
+	return out, nil
+}
+
+// Networks returns the networks that have entries.
+func (s *Etcd) Networks(ctx context.Context) ([]string, error) {
+	resp, err := s.cli.Get(ctx, s.prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, fmt.Errorf("registry: etcd list: %w", err)
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, kv := range resp.Kvs {
+		net, _, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), s.prefix), "/")
+		if ok && !seen[net] {
+			seen[net] = true
+			out = append(out, net)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}

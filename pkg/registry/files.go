@@ -1,0 +1,188 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+)
+
+// Files is the local-file backend: root/<network>/<containerID>@<ifname>.json,
+// one JSON document per entry. Writes go to a temp file renamed into place,
+// so a reader never sees half an entry; writers of one network serialize on
+// an flock of root/<network>.lock (kept outside the network directory so
+// that the directory can be removed while locked).
+type Files struct {
+	root string
+}
+
+// OpenFiles returns a file store rooted at dir, creating it (0700).
+func OpenFiles(dir string) (*Files, error) {
+	if dir == "" {
+		return nil, errors.New("registry: file backend needs a directory")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	return &Files{root: dir}, nil
+}
+
+// Close does nothing; it is there for Store.
+func (f *Files) Close() error { return nil }
+
+// lock takes the network's write lock; the returned func releases it.
+func (f *Files) lock(network string) (func(), error) {
+	fd, err := os.OpenFile(filepath.Join(f.root, network+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("registry: lock %s: %w", network, err)
+	}
+	if err := syscall.Flock(int(fd.Fd()), syscall.LOCK_EX); err != nil {
+		fd.Close()
+		return nil, fmt.Errorf("registry: lock %s: %w", network, err)
+	}
+	// Closing the descriptor drops the flock.
+	return func() { fd.Close() }, nil
+}
+
+// Put writes e atomically.
+func (f *Files) Put(_ context.Context, e *Entry) error {
+	if err := e.Validate(); err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("registry: encoding entry: %w", err)
+	}
+	unlock, err := f.lock(e.Network)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	dir := filepath.Join(f.root, e.Network)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	return writeAtomic(filepath.Join(dir, entryName(e.ContainerID, e.IfName)+".json"), b)
+}
+
+func writeAtomic(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err := tmp.Write(b); err != nil {
+		return fmt.Errorf("registry: writing %s: %w", path, err)
+	}
+	// No fsync: the store lives on tmpfs (/run) by default, where it is
+	// meaningless, and state must not outlive a reboot anyway.
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("registry: writing %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	ok = true
+	return nil
+}
+
+// Get reads one entry.
+func (f *Files) Get(_ context.Context, network, containerID, ifName string) (*Entry, error) {
+	if err := validKey(network, containerID, ifName); err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	e, err := readEntry(filepath.Join(f.root, network, entryName(containerID, ifName)+".json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	return e, err
+}
+
+func readEntry(path string) (*Entry, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var e Entry
+	if err := json.Unmarshal(b, &e); err != nil {
+		return nil, fmt.Errorf("registry: %s: %w", path, err)
+	}
+	return &e, nil
+}
+
+// Delete removes an entry, and the network's directory with its last one.
+func (f *Files) Delete(_ context.Context, network, containerID, ifName string) error {
+	if err := validKey(network, containerID, ifName); err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	unlock, err := f.lock(network)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	dir := filepath.Join(f.root, network)
+	if err := os.Remove(filepath.Join(dir, entryName(containerID, ifName)+".json")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("registry: %w", err)
+	}
+	// Fails harmlessly (ENOTEMPTY, ENOENT) unless this was the last entry.
+	_ = os.Remove(dir)
+	return nil
+}
+
+// List reads the network's entries in key order.
+func (f *Files) List(_ context.Context, network string) ([]*Entry, error) {
+	if err := SafeNetwork(network); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(f.root, network)
+	des, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	var out []*Entry
+	for _, de := range des {
+		if !strings.HasSuffix(de.Name(), ".json") || strings.HasPrefix(de.Name(), ".") {
+			continue
+		}
+		e, err := readEntry(filepath.Join(dir, de.Name()))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // deleted while we listed
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// Networks lists the network directories.
+func (f *Files) Networks(context.Context) ([]string, error) {
+	des, err := os.ReadDir(f.root)
+	if err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	var out []string
+	for _, de := range des {
+		if de.IsDir() && SafeNetwork(de.Name()) == nil {
+			out = append(out, de.Name())
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}

@@ -1,0 +1,146 @@
+// Package registry records who is attached where: one Entry per container
+// interface on a network (container ID, ifname, netns, IPs, MAC, names,
+// aliases). The DNS sidecar answers from it, the overlay control plane
+// shares it between hosts.
+//
+// Two backends implement Store: local files (the embedded default, under
+// /run/cni, written atomically and locked) and etcd v3 for networks that
+// span hosts. Both key entries by (network, container ID, ifname), the CNI
+// attachment key, so DEL and GC map onto Delete and List directly.
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/berthnet/berth/pkg/cni"
+)
+
+// ErrNotFound is returned by Get for an attachment that has no entry.
+var ErrNotFound = errors.New("registry: entry not found")
+
+// Entry is one container interface attached to a network.
+type Entry struct {
+	Network     string `json:"network"`
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifName"`
+	Netns       string `json:"netns,omitempty"`
+	MAC         string `json:"mac,omitempty"`
+	// IPs are the interface's addresses with their subnet's prefix length
+	// (10.88.0.5/16): the DNS server derives a network's subnets, and so
+	// which askers belong to it, from them.
+	IPs []netip.Prefix `json:"ips"`
+	// Gateways are the network's gateway addresses as this attachment saw
+	// them; the DNS server listens on them.
+	Gateways []netip.Addr `json:"gateways,omitempty"`
+	// Names are the container's own names (its name, its short ID);
+	// Aliases are extra names given by the runtime. Both resolve alike, but
+	// PTR answers use Names[0].
+	Names   []string `json:"names,omitempty"`
+	Aliases []string `json:"aliases,omitempty"`
+	// DNS carries the network's DNS settings as the attaching plugin's
+	// config had them. They live in every entry rather than in a separate
+	// network record so that nothing is left over when the last entry of a
+	// network goes, and no second write is needed per ADD.
+	DNS     DNSConfig `json:"dns"`
+	Created time.Time `json:"created"`
+}
+
+// DNSConfig is a network's name-resolution settings.
+type DNSConfig struct {
+	Domain string `json:"domain,omitempty"`
+	// Upstreams are "ip:port" servers to forward other names to; empty
+	// means the host's resolv.conf.
+	Upstreams []string `json:"upstreams,omitempty"`
+	// Internal networks get no forwarding: other names are refused.
+	Internal bool `json:"internal,omitempty"`
+}
+
+// Key is the attachment an entry belongs to.
+func (e *Entry) Key() cni.Attachment {
+	return cni.Attachment{ContainerID: e.ContainerID, IfName: e.IfName}
+}
+
+// Validate checks the fields used as keys (they become path components and
+// etcd key segments).
+func (e *Entry) Validate() error {
+	return validKey(e.Network, e.ContainerID, e.IfName)
+}
+
+func validKey(network, containerID, ifName string) error {
+	if err := cni.SafeName("network name", network); err != nil {
+		return err
+	}
+	if err := cni.SafeContainerID(containerID); err != nil {
+		return err
+	}
+	if err := cni.SafeName("interface name", ifName); err != nil {
+		return err
+	}
+	return nil
+}
+
+// entryName is the per-network key of an attachment: "@" is in neither the
+// container ID nor the interface name charset, so it is unambiguous.
+func entryName(containerID, ifName string) string {
+	return containerID + "@" + ifName
+}
+
+// Store is a registry backend. All methods are safe for concurrent use by
+// several processes.
+type Store interface {
+	// Put creates or replaces the entry of (e.Network, e.ContainerID, e.IfName).
+	Put(ctx context.Context, e *Entry) error
+	// Get returns the entry, or ErrNotFound.
+	Get(ctx context.Context, network, containerID, ifName string) (*Entry, error)
+	// Delete removes the entry; removing a missing entry is not an error.
+	Delete(ctx context.Context, network, containerID, ifName string) error
+	// List returns the network's entries (none for an unknown network).
+	List(ctx context.Context, network string) ([]*Entry, error)
+	// Networks returns the names of the networks that have entries.
+	Networks(ctx context.Context) ([]string, error)
+	Close() error
+}
+
+// Backend names, as written in config.
+const (
+	BackendFile = "file"
+	BackendEtcd = "etcd"
+)
+
+// Config selects and configures a backend.
+type Config struct {
+	// Backend is BackendFile (default) or BackendEtcd.
+	Backend string `json:"backend,omitempty"`
+	// Dir is the file backend's root directory.
+	Dir string `json:"dir,omitempty"`
+	// Endpoints are the etcd client URLs ("http://127.0.0.1:2379").
+	Endpoints []string `json:"endpoints,omitempty"`
+	// Prefix is the etcd key prefix; default "/berth/registry/".
+	Prefix string `json:"prefix,omitempty"`
+	// DialTimeout bounds connecting to etcd; default 5s.
+	DialTimeout time.Duration `json:"dialTimeout,omitempty"`
+}
+
+// Open returns the backend cfg names.
+func Open(cfg Config) (Store, error) {
+	switch cfg.Backend {
+	case "", BackendFile:
+		return OpenFiles(cfg.Dir)
+	case BackendEtcd:
+		return OpenEtcd(cfg.Endpoints, cfg.Prefix, cfg.DialTimeout)
+	default:
+		return nil, fmt.Errorf("registry backend %q: must be %q or %q", cfg.Backend, BackendFile, BackendEtcd)
+	}
+}
+
+// SafeNetwork checks a network name used as a key.
+func SafeNetwork(network string) error {
+	if err := cni.SafeName("network name", network); err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	return nil
+}

@@ -21,8 +21,8 @@ func entry(network, id, ifname string, ip string) *Entry {
 		IPs:      []netip.Prefix{netip.MustParsePrefix(ip)},
 		Gateways: []netip.Addr{netip.MustParseAddr("10.1.0.1")},
 		Names:    []string{"web", id[:4]}, Aliases: []string{"www"},
-		DNS:      DNSConfig{Domain: "dns.podman", Upstreams: []string{"10.9.9.9:53"}},
-		Created:  time.Unix(1700000000, 0).UTC(),
+		DNS:     DNSConfig{Domain: "dns.podman", Upstreams: []string{"10.9.9.9:53"}},
+		Created: time.Unix(1700000000, 0).UTC(),
 	}
 }
 

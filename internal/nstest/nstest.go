@@ -13,12 +13,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"testing"
 
-	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/berthnet/berth/internal/sandbox"
 )
 
 var (
@@ -46,43 +44,22 @@ func UniqueName(suffix string) string {
 
 // NS is a named network namespace (/run/netns/<Name>) made by a test.
 type NS struct {
-	Name string
-	Path string
-	ns.NetNS
+	*sandbox.NS
 }
 
 // NewNS creates a named namespace with lo up and removes it on cleanup.
 func NewNS(t testing.TB, label string) *NS {
 	t.Helper()
-	name := fmt.Sprintf("%s-%d-%s", prefix, counter.Add(1), label)
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	n, err := sandbox.NewNS(fmt.Sprintf("%s-%d-%s", prefix, counter.Add(1), label))
+	if err != nil {
+		t.Fatal(err)
 	}
-	path := filepath.Join("/run/netns", name)
 	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		if err := n.Delete(); err != nil {
+			t.Error(err)
 		}
 	})
-	netns, err := ns.GetNS(path)
-	if err != nil {
-		t.Fatalf("open %s: %v", path, err)
-	}
-	t.Cleanup(func() { _ = netns.Close() })
-	n := &NS{Name: name, Path: path, NetNS: netns}
-	n.MustExec(t, "ip", "link", "set", "lo", "up")
-	return n
-}
-
-// Exec runs a command inside the namespace (ip netns exec) and returns its
-// combined output.
-func (n *NS) Exec(args ...string) (string, error) {
-	full := append([]string{"netns", "exec", n.Name}, args...)
-	out, err := exec.Command("ip", full...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("in %s: %s: %w: %s", n.Name, strings.Join(args, " "), err, out)
-	}
-	return string(out), nil
+	return &NS{NS: n}
 }
 
 // MustExec is Exec that fails the test on error.
@@ -99,8 +76,7 @@ func (n *NS) MustExec(t testing.TB, args ...string) string {
 // kills it on cleanup.
 func (n *NS) Start(t testing.TB, args ...string) *exec.Cmd {
 	t.Helper()
-	full := append([]string{"netns", "exec", n.Name}, args...)
-	cmd := exec.Command("ip", full...)
+	cmd := n.Command(args...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %v in %s: %v", args, n.Name, err)

@@ -1,23 +1,22 @@
 package nstest
 
 import (
-	"context"
 	"encoding/json"
 	"path/filepath"
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
-	"github.com/containernetworking/cni/pkg/types"
-	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/berthnet/berth/internal/sandbox"
 )
 
 // Runtime drives plugins through libcni, as containerd does, with every
 // plugin process started inside Host (a private namespace standing in for
-// the node's root namespace).
+// the node's root namespace). Add, Del, Check, GC and Status come from
+// sandbox.Runtime.
 type Runtime struct {
+	*sandbox.Runtime
 	Host *NS
-	CNI  *libcni.CNIConfig
 }
 
 // NewRuntime returns a runtime using the built plugins and a private libcni
@@ -25,56 +24,12 @@ type Runtime struct {
 func NewRuntime(t testing.TB, host *NS, extraPaths ...string) *Runtime {
 	t.Helper()
 	paths := append([]string{CNIPath(t)}, extraPaths...)
-	return &Runtime{Host: host, CNI: libcni.NewCNIConfigWithCacheDir(paths, t.TempDir(), nil)}
-}
-
-// in runs f with the calling OS thread inside the host namespace, so the
-// plugin processes libcni forks start there.
-func (r *Runtime) in(f func() error) error {
-	return r.Host.Do(func(ns.NetNS) error { return f() })
+	return &Runtime{Runtime: sandbox.NewRuntime(host.NS, t.TempDir(), paths...), Host: host}
 }
 
 // Attachment is one container interface on a network.
 func Attachment(id string, c *NS, ifname string) *libcni.RuntimeConf {
-	return &libcni.RuntimeConf{ContainerID: id, NetNS: c.Path, IfName: ifname}
-}
-
-// Add runs ADD for the whole list and returns the result as the current
-// (1.1.0) type whatever version the list speaks.
-func (r *Runtime) Add(ctx context.Context, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) (*current.Result, error) {
-	var res types.Result
-	err := r.in(func() (err error) {
-		res, err = r.CNI.AddNetworkList(ctx, list, rt)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return current.NewResultFromResult(res)
-}
-
-// Del runs DEL for the whole list.
-func (r *Runtime) Del(ctx context.Context, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) error {
-	return r.in(func() error { return r.CNI.DelNetworkList(ctx, list, rt) })
-}
-
-// Check runs CHECK for the whole list.
-func (r *Runtime) Check(ctx context.Context, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) error {
-	return r.in(func() error { return r.CNI.CheckNetworkList(ctx, list, rt) })
-}
-
-// GC runs GC with the given valid attachments.
-func (r *Runtime) GC(ctx context.Context, list *libcni.NetworkConfigList, valid ...*libcni.RuntimeConf) error {
-	args := &libcni.GCArgs{}
-	for _, v := range valid {
-		args.ValidAttachments = append(args.ValidAttachments, types.GCAttachment{ContainerID: v.ContainerID, IfName: v.IfName})
-	}
-	return r.in(func() error { return r.CNI.GCNetworkList(ctx, list, args) })
-}
-
-// Status runs STATUS for the whole list.
-func (r *Runtime) Status(ctx context.Context, list *libcni.NetworkConfigList) error {
-	return r.in(func() error { return r.CNI.GetStatusNetworkList(ctx, list) })
+	return sandbox.Attachment(id, c.NS, ifname)
 }
 
 // Conflist parses a conflist after applying patches to its JSON (see

@@ -1,0 +1,191 @@
+// Package link is berth's netlink layer: bridges, veth pairs, addresses,
+// routes and sysctls, each operation bound to a netlink handle of the
+// namespace it acts in, so plugins never switch threads between namespaces
+// to configure a container. Doc comments give the iproute2 equivalent.
+package link
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// NS is an open network namespace with a netlink handle bound to it.
+// Close releases both.
+type NS struct {
+	Path   string
+	Handle *netlink.Handle
+	fd     netns.NsHandle
+}
+
+// OpenNS opens the namespace at path (a /proc/<pid>/ns/net or /run/netns
+// bind mount). A missing namespace gives an error satisfying
+// errors.Is(err, os.ErrNotExist), which DEL treats as "already gone".
+func OpenNS(path string) (*NS, error) {
+	fd, err := netns.GetFromPath(path)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, fmt.Errorf("netns %s: %w", path, os.ErrNotExist)
+		}
+		return nil, fmt.Errorf("open netns %s: %w", path, err)
+	}
+	h, err := netlink.NewHandleAt(fd)
+	if err != nil {
+		fd.Close()
+		return nil, fmt.Errorf("netlink handle in %s: %w", path, err)
+	}
+	return &NS{Path: path, Handle: h, fd: fd}, nil
+}
+
+// FD is the namespace's file descriptor, for creating links inside it.
+func (n *NS) FD() int { return int(n.fd) }
+
+// Close releases the handle and the namespace descriptor.
+func (n *NS) Close() {
+	n.Handle.Close()
+	n.fd.Close()
+}
+
+// HostVethName derives the host-side veth name from the attachment, so DEL
+// can find it even when the container's namespace is already gone, and so
+// two attachments never race for one random name. "veth" + 8 hex digits,
+// the shape of the reference plugin's random names.
+func HostVethName(containerID, ifName string) string {
+	sum := sha256.Sum256([]byte(containerID + "/" + ifName))
+	return "veth" + hex.EncodeToString(sum[:4])
+}
+
+// IsNotFound reports whether err is netlink's "no such link" (or an
+// address/route that is already gone).
+func IsNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ESRCH) ||
+		errors.Is(err, unix.EADDRNOTAVAIL) || errors.Is(err, unix.ENOENT)
+}
+
+// EnsureBridge returns the bridge called name, creating it first if needed.
+// Concurrent callers (many plugin processes at once) all get the same
+// bridge: the loser of the creation race just looks it up.
+//
+// Same as: ip link add name type bridge mtu M; ip link set name up [promisc on]
+func EnsureBridge(h *netlink.Handle, name string, mtu int, promisc bool) (*netlink.Bridge, error) {
+	l, err := h.LinkByName(name)
+	if err != nil && !IsNotFound(err) {
+		return nil, fmt.Errorf("look up bridge %s: %w", name, err)
+	}
+	if err != nil {
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name = name
+		attrs.MTU = mtu
+		attrs.Flags = net.FlagUp
+		if promisc {
+			attrs.Promisc = 1
+		}
+		br := &netlink.Bridge{LinkAttrs: attrs}
+		if err := h.LinkAdd(br); err != nil && !errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("create bridge %s: %w", name, err)
+		}
+		if l, err = h.LinkByName(name); err != nil {
+			return nil, fmt.Errorf("look up bridge %s: %w", name, err)
+		}
+	}
+	br, ok := l.(*netlink.Bridge)
+	if !ok {
+		return nil, fmt.Errorf("%s exists and is a %s, not a bridge", name, l.Type())
+	}
+	if br.Attrs().Flags&net.FlagUp == 0 {
+		if err := h.LinkSetUp(br); err != nil {
+			return nil, fmt.Errorf("set bridge %s up: %w", name, err)
+		}
+	}
+	if promisc && br.Attrs().Promisc == 0 {
+		if err := h.SetPromiscOn(br); err != nil {
+			return nil, fmt.Errorf("set bridge %s promisc: %w", name, err)
+		}
+	}
+	return br, nil
+}
+
+// Veth describes a veth pair with one end in the current namespace,
+// enslaved to Master, and the peer created directly inside the container's
+// namespace under its final name: one netlink request, no rename, no move.
+type Veth struct {
+	HostName  string
+	Master    netlink.Link // may be nil
+	MTU       int
+	PeerName  string
+	PeerMAC   net.HardwareAddr // nil: kernel-chosen
+	PeerNS    *NS
+	HostUp    bool
+	TxQueueLn int
+}
+
+// AddVeth creates the pair and returns the host end.
+//
+// Same as: ip link add HOST mtu M master BR up type veth peer name PEER address MAC netns NS
+func AddVeth(h *netlink.Handle, v Veth) (netlink.Link, error) {
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = v.HostName
+	attrs.MTU = v.MTU
+	if v.Master != nil {
+		attrs.MasterIndex = v.Master.Attrs().Index
+	}
+	if v.HostUp {
+		attrs.Flags = net.FlagUp
+	}
+	veth := &netlink.Veth{
+		LinkAttrs:        attrs,
+		PeerName:         v.PeerName,
+		PeerHardwareAddr: v.PeerMAC,
+		PeerNamespace:    netlink.NsFd(v.PeerNS.FD()),
+		PeerMTU:          uint32(v.MTU),
+	}
+	if err := h.LinkAdd(veth); err != nil {
+		return nil, fmt.Errorf("create veth %s (peer %s): %w", v.HostName, v.PeerName, err)
+	}
+	host, err := h.LinkByName(v.HostName)
+	if err != nil {
+		return nil, fmt.Errorf("look up veth %s: %w", v.HostName, err)
+	}
+	return host, nil
+}
+
+// DelLink deletes the named link; a missing link is not an error.
+//
+// Same as: ip link del NAME
+func DelLink(h *netlink.Handle, name string) error {
+	l, err := h.LinkByName(name)
+	if err != nil {
+		if IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("look up %s: %w", name, err)
+	}
+	if err := h.LinkDel(l); err != nil && !IsNotFound(err) {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// Sysctl sets a sysctl of the current namespace (name in dotted form),
+// writing only when the value differs: writes to /proc/sys are slower than
+// reads and some trigger work in the kernel.
+func Sysctl(name, value string) error {
+	path := "/proc/sys/" + strings.ReplaceAll(name, ".", "/")
+	cur, err := os.ReadFile(path)
+	if err == nil && strings.TrimSpace(string(cur)) == value {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+		return fmt.Errorf("sysctl %s=%s: %w", name, value, err)
+	}
+	return nil
+}

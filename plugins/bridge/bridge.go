@@ -1,0 +1,351 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/berthnet/berth/pkg/cni"
+	"github.com/berthnet/berth/pkg/firewall"
+	"github.com/berthnet/berth/pkg/link"
+)
+
+// ipamResult is what the delegated IPAM plugin answered.
+type ipamResult struct {
+	res *current.Result
+	err error
+}
+
+// startIPAM runs the IPAM plugin in the background: its process start is
+// the largest single cost of an ADD, so it overlaps the netlink work on the
+// bridge and veth instead of preceding it.
+func startIPAM(conf *NetConf, stdin []byte) <-chan ipamResult {
+	ch := make(chan ipamResult, 1)
+	if conf.IPAM.Type == "" {
+		ch <- ipamResult{res: &current.Result{CNIVersion: current.ImplementedSpecVersion}}
+		return ch
+	}
+	go func() {
+		r, err := invoke.DelegateAdd(context.Background(), conf.IPAM.Type, stdin, nil)
+		if err != nil {
+			ch <- ipamResult{err: cni.Wrap(cni.CodeDelegate, err, "%s: ipam %s", plugin, conf.IPAM.Type)}
+			return
+		}
+		res, err := current.NewResultFromResult(r)
+		if err != nil {
+			ch <- ipamResult{err: cni.Errorf(cni.CodeDecode, "%s: ipam %s result: %v", plugin, conf.IPAM.Type, err)}
+			return
+		}
+		ch <- ipamResult{res: res}
+	}()
+	return ch
+}
+
+func cmdAdd(args *skel.CmdArgs) error {
+	conf, err := loadConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if err := cni.SafeContainerID(args.ContainerID); err != nil {
+		return cni.Errorf(cni.CodeInvalidEnv, "%s: CNI_CONTAINERID: %v", plugin, err)
+	}
+
+	host, err := netlink.NewHandle()
+	if err != nil {
+		return cni.Errorf(cni.CodeKernel, "%s: netlink: %v", plugin, err)
+	}
+	defer host.Close()
+	cont, err := link.OpenNS(args.Netns)
+	if err != nil {
+		return cni.Errorf(cni.CodeInvalidNetNS, "%s: CNI_NETNS: %v", plugin, err)
+	}
+	defer cont.Close()
+	// Handles are closed after the undo list below has run (defers are LIFO).
+
+	ipamCh := startIPAM(conf, args.StdinData)
+	var ipam *current.Result
+	ipamWaited := false
+	// Every step below registers its undo; committed turns them off.
+	committed := false
+	var undo []func()
+	waitIPAM := func() error {
+		ipamWaited = true
+		r := <-ipamCh
+		if r.err != nil {
+			return r.err
+		}
+		ipam = r.res
+		if conf.IPAM.Type != "" {
+			undo = append(undo, func() { _ = invoke.DelegateDel(context.Background(), conf.IPAM.Type, args.StdinData, nil) })
+		}
+		return nil
+	}
+	defer func() {
+		if committed {
+			return
+		}
+		if !ipamWaited {
+			// A step failed while IPAM was running: collect its answer so
+			// a reservation it made is released too.
+			_ = waitIPAM()
+		}
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}()
+
+	if _, err := cont.Handle.LinkByName(args.IfName); err == nil {
+		return cni.Errorf(cni.CodeConflict, "%s: interface %s already exists in %s", plugin, args.IfName, args.Netns)
+	}
+
+	br, err := link.EnsureBridge(host, conf.BrName, conf.MTU, conf.PromiscMode)
+	if err != nil {
+		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
+	}
+	if err := pinBridgeMAC(host, br); err != nil {
+		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
+	}
+
+	hostName := link.HostVethName(args.ContainerID, args.IfName)
+	veth := link.Veth{HostName: hostName, Master: br, MTU: conf.MTU, PeerName: args.IfName, PeerMAC: conf.mac, PeerNS: cont, HostUp: true}
+	hostVeth, err := link.AddVeth(host, veth)
+	if errors.Is(err, unix.EEXIST) {
+		// The name derives from this attachment: what holds it is a leftover
+		// of an earlier ADD of the same attachment that was never deleted.
+		if err = link.DelLink(host, hostName); err == nil {
+			hostVeth, err = link.AddVeth(host, veth)
+		}
+	}
+	if err != nil {
+		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
+	}
+	undo = append(undo, func() { _ = link.DelLink(host, hostName) })
+	if conf.HairpinMode {
+		if err := host.LinkSetHairpin(hostVeth, true); err != nil {
+			return cni.Errorf(cni.CodeKernel, "%s: hairpin on %s: %v", plugin, hostName, err)
+		}
+	}
+
+	if err := waitIPAM(); err != nil {
+		return err
+	}
+	result := &current.Result{CNIVersion: current.ImplementedSpecVersion, IPs: ipam.IPs, Routes: ipam.Routes, DNS: ipam.DNS}
+	if result.DNS.IsEmpty() {
+		result.DNS = conf.DNS
+	}
+	if conf.IsDefaultGW {
+		result.Routes = append(result.Routes, defaultRoutes(result.IPs)...)
+	}
+
+	if conf.IsGW {
+		if err := setupGateway(host, br, result.IPs, conf.ForceAddress); err != nil {
+			return err
+		}
+	}
+
+	contLink, err := cont.Handle.LinkByName(args.IfName)
+	if err != nil {
+		return cni.Errorf(cni.CodeKernel, "%s: look up %s in container: %v", plugin, args.IfName, err)
+	}
+	if conf.MacFromIP && conf.mac == nil {
+		if mac := dockerMAC(result.IPs); mac != nil {
+			if err := cont.Handle.LinkSetHardwareAddr(contLink, mac); err != nil {
+				return cni.Errorf(cni.CodeKernel, "%s: set MAC %s: %v", plugin, mac, err)
+			}
+			contLink.Attrs().HardwareAddr = mac
+		}
+	}
+	if err := link.ConfigureIface(cont, args.IfName, result.IPs, result.Routes); err != nil {
+		return cni.Errorf(cni.CodeKernel, "%s: configure %s: %v", plugin, args.IfName, err)
+	}
+
+	if conf.IPMasq && len(result.IPs) > 0 {
+		m := masqFor(conf, args, result.IPs)
+		fw, err := firewall.NewMasquerader(conf.IPMasqBackend)
+		if err != nil {
+			return cni.InvalidField(plugin, "ipMasqBackend", conf.IPMasqBackend, err.Error())
+		}
+		if err := fw.AddMasq(m); err != nil {
+			return cni.Errorf(cni.CodeKernel, "%s: ipMasq: %v", plugin, err)
+		}
+		undo = append(undo, func() { _ = fw.DelMasq(m) })
+	}
+
+	result.Interfaces = []*current.Interface{
+		{Name: br.Attrs().Name, Mac: br.Attrs().HardwareAddr.String()},
+		{Name: hostName, Mac: hostVeth.Attrs().HardwareAddr.String()},
+		{Name: args.IfName, Mac: contLink.Attrs().HardwareAddr.String(), Sandbox: args.Netns},
+	}
+	contIdx := 2
+	for _, ipc := range result.IPs {
+		ipc.Interface = &contIdx
+	}
+	committed = true
+	return cni.Print(result, conf.CNIVersion)
+}
+
+// pinBridgeMAC gives a new bridge a fixed random MAC. A Linux bridge
+// otherwise takes the lowest MAC among its ports, so it would change as
+// containers come and go and every container's ARP entry for the gateway
+// would go stale (Docker pins docker0's MAC for the same reason).
+func pinBridgeMAC(h *netlink.Handle, br *netlink.Bridge) error {
+	if br.Attrs().HardwareAddr != nil && br.Attrs().HardwareAddr[0]&0x02 != 0 {
+		return nil // already locally administered: set by us or by an admin
+	}
+	mac := make(net.HardwareAddr, 6)
+	if _, err := rand.Read(mac); err != nil {
+		return fmt.Errorf("random MAC: %w", err)
+	}
+	mac[0] = (mac[0] | 0x02) &^ 0x01
+	if err := h.LinkSetHardwareAddr(br, mac); err != nil {
+		return fmt.Errorf("set MAC of bridge %s: %w", br.Attrs().Name, err)
+	}
+	br.Attrs().HardwareAddr = mac
+	return nil
+}
+
+// setupGateway puts each IP config's gateway on the bridge (with the
+// subnet's prefix length) and turns on forwarding for its family.
+func setupGateway(h *netlink.Handle, br netlink.Link, ips []*current.IPConfig, force bool) error {
+	v4, v6 := false, false
+	for _, ipc := range ips {
+		if ipc.Gateway == nil {
+			continue
+		}
+		gw := &net.IPNet{IP: ipc.Gateway, Mask: ipc.Address.Mask}
+		if err := link.EnsureGatewayAddr(h, br, gw, force); err != nil {
+			return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
+		}
+		if link.IsV4(ipc.Gateway) {
+			v4 = true
+		} else {
+			v6 = true
+		}
+	}
+	if v4 {
+		if err := link.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
+			return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
+		}
+	}
+	if v6 {
+		if err := link.Sysctl("net.ipv6.conf.all.forwarding", "1"); err != nil {
+			return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
+		}
+	}
+	return nil
+}
+
+// defaultRoutes are the isDefaultGateway routes: 0.0.0.0/0 and ::/0 via the
+// first gateway of each family.
+func defaultRoutes(ips []*current.IPConfig) []*types.Route {
+	var out []*types.Route
+	seen4, seen6 := false, false
+	for _, ipc := range ips {
+		if ipc.Gateway == nil {
+			continue
+		}
+		if link.IsV4(ipc.Gateway) && !seen4 {
+			seen4 = true
+			out = append(out, &types.Route{Dst: net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}, GW: ipc.Gateway})
+		} else if !link.IsV4(ipc.Gateway) && !seen6 {
+			seen6 = true
+			out = append(out, &types.Route{Dst: net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}, GW: ipc.Gateway})
+		}
+	}
+	return out
+}
+
+func dockerMAC(ips []*current.IPConfig) net.HardwareAddr {
+	for _, ipc := range ips {
+		if link.IsV4(ipc.Address.IP) {
+			return macFromIP(ipc.Address.IP)
+		}
+	}
+	return nil
+}
+
+func masqFor(conf *NetConf, args *skel.CmdArgs, ips []*current.IPConfig) firewall.Masq {
+	m := firewall.Masq{Network: conf.Name, ContainerID: args.ContainerID, IfName: args.IfName}
+	for _, ipc := range ips {
+		ipn := ipc.Address
+		m.IPs = append(m.IPs, &ipn)
+	}
+	return m
+}
+
+func cmdDel(args *skel.CmdArgs) error {
+	conf, err := loadConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	prev, err := cni.PrevResult(plugin, &conf.NetConf)
+	if err != nil {
+		return err
+	}
+
+	// The container side first: its addresses tell masquerade teardown
+	// what to remove when there is no prevResult.
+	var ips []*net.IPNet
+	if prev != nil {
+		for _, ipc := range prev.IPs {
+			ipn := ipc.Address
+			ips = append(ips, &ipn)
+		}
+	}
+	host, err := netlink.NewHandle()
+	if err != nil {
+		return cni.Errorf(cni.CodeKernel, "%s: netlink: %v", plugin, err)
+	}
+	defer host.Close()
+	if args.Netns != "" {
+		cont, err := link.OpenNS(args.Netns)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			// The namespace is gone and its end of the veth with it.
+		case err != nil:
+			return cni.Errorf(cni.CodeInvalidNetNS, "%s: CNI_NETNS: %v", plugin, err)
+		default:
+			if ips == nil {
+				ips, _ = link.IfaceAddrs(cont, args.IfName)
+			}
+			err = link.DelLink(cont.Handle, args.IfName)
+			cont.Close()
+			if err != nil {
+				return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
+			}
+		}
+	}
+	// The host end by its derived name: covers a namespace that was
+	// removed while something still held the veth.
+	if err := link.DelLink(host, link.HostVethName(args.ContainerID, args.IfName)); err != nil {
+		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
+	}
+
+	if conf.IPMasq {
+		fw, err := firewall.NewMasquerader(conf.IPMasqBackend)
+		if err != nil {
+			return cni.InvalidField(plugin, "ipMasqBackend", conf.IPMasqBackend, err.Error())
+		}
+		m := firewall.Masq{Network: conf.Name, ContainerID: args.ContainerID, IfName: args.IfName, IPs: ips}
+		if err := fw.DelMasq(m); err != nil {
+			return cni.Errorf(cni.CodeKernel, "%s: ipMasq: %v", plugin, err)
+		}
+	}
+
+	if conf.IPAM.Type != "" {
+		if err := invoke.DelegateDel(context.Background(), conf.IPAM.Type, args.StdinData, nil); err != nil {
+			return cni.Wrap(cni.CodeDelegate, err, "%s: ipam %s", plugin, conf.IPAM.Type)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
+
+	"github.com/berthnet/berth/pkg/cni"
+	"github.com/berthnet/berth/pkg/firewall"
+	"github.com/berthnet/berth/pkg/link"
+)
+
+// cmdCheck verifies that what ADD set up is still there: the IPAM
+// reservation, the bridge, the host veth on it, the container interface
+// with prevResult's addresses and routes, and the masquerade rules.
+func cmdCheck(args *skel.CmdArgs) error {
+	conf, err := loadConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	prev, err := cni.PrevResult(plugin, &conf.NetConf)
+	if err != nil {
+		return err
+	}
+	if prev == nil {
+		return cni.Errorf(cni.CodeInvalidConfig, "%s: CHECK needs prevResult", plugin)
+	}
+	if conf.IPAM.Type != "" {
+		if err := invoke.DelegateCheck(context.Background(), conf.IPAM.Type, args.StdinData, nil); err != nil {
+			return cni.Wrap(cni.CodeDelegate, err, "%s: ipam %s", plugin, conf.IPAM.Type)
+		}
+	}
+	fail := func(format string, a ...any) error {
+		return cni.Errorf(cni.CodeKernel, "%s: check: %s", plugin, fmt.Sprintf(format, a...))
+	}
+
+	br, err := netlink.LinkByName(conf.BrName)
+	if err != nil {
+		return fail("bridge %s: %v", conf.BrName, err)
+	}
+	if _, ok := br.(*netlink.Bridge); !ok {
+		return fail("%s is a %s, not a bridge", conf.BrName, br.Type())
+	}
+	hostName := link.HostVethName(args.ContainerID, args.IfName)
+	hv, err := netlink.LinkByName(hostName)
+	if err != nil {
+		return fail("host veth %s: %v", hostName, err)
+	}
+	if hv.Attrs().MasterIndex != br.Attrs().Index {
+		return fail("host veth %s is not attached to %s", hostName, conf.BrName)
+	}
+
+	cont, err := link.OpenNS(args.Netns)
+	if err != nil {
+		return cni.Errorf(cni.CodeInvalidNetNS, "%s: CNI_NETNS: %v", plugin, err)
+	}
+	defer cont.Close()
+	if err := checkContainer(cont, args.IfName, prev); err != nil {
+		return fail("%v", err)
+	}
+
+	if conf.IPMasq && len(prev.IPs) > 0 {
+		fw, err := firewall.NewMasquerader(conf.IPMasqBackend)
+		if err != nil {
+			return cni.InvalidField(plugin, "ipMasqBackend", conf.IPMasqBackend, err.Error())
+		}
+		if err := fw.CheckMasq(masqFor(conf, args, prev.IPs)); err != nil {
+			return fail("ipMasq: %v", err)
+		}
+	}
+	return nil
+}
+
+// checkContainer compares the container interface with prevResult.
+func checkContainer(cont *link.NS, ifName string, prev *current.Result) error {
+	l, err := cont.Handle.LinkByName(ifName)
+	if err != nil {
+		return fmt.Errorf("interface %s in %s: %w", ifName, cont.Path, err)
+	}
+	for _, iface := range prev.Interfaces {
+		if iface.Name == ifName && iface.Sandbox != "" && iface.Mac != "" && iface.Mac != l.Attrs().HardwareAddr.String() {
+			return fmt.Errorf("%s has MAC %s, prevResult says %s", ifName, l.Attrs().HardwareAddr, iface.Mac)
+		}
+	}
+	addrs, err := cont.Handle.AddrList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("addresses of %s: %w", ifName, err)
+	}
+	for _, ipc := range prev.IPs {
+		found := false
+		for _, a := range addrs {
+			if a.IP.Equal(ipc.Address.IP) && a.Mask.String() == ipc.Address.Mask.String() {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return fmt.Errorf("%s lacks address %s", ifName, ipc.Address.String())
+		}
+	}
+	routes, err := cont.Handle.RouteList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("routes of %s: %w", ifName, err)
+	}
+	for _, want := range prev.Routes {
+		found := false
+		for _, r := range routes {
+			dst := r.Dst
+			if dst == nil || (want.Dst.IP.IsUnspecified() && dst.IP.IsUnspecified()) {
+				if ones, _ := want.Dst.Mask.Size(); ones == 0 && (dst == nil || dst.IP.IsUnspecified()) && (link.IsV4(want.Dst.IP) == (r.Family == netlink.FAMILY_V4)) {
+					found = true
+					break
+				}
+				continue
+			}
+			if dst.String() == want.Dst.String() {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return fmt.Errorf("%s lacks route to %s", ifName, want.Dst.String())
+		}
+	}
+	return nil
+}
+
+// cmdGC releases IPAM reservations and masquerade rules of attachments
+// that are not in cni.dev/valid-attachments.
+func cmdGC(args *skel.CmdArgs) error {
+	conf, err := loadConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if conf.IPAM.Type != "" {
+		if err := invoke.DelegateGC(context.Background(), conf.IPAM.Type, args.StdinData, nil); err != nil {
+			return cni.Wrap(cni.CodeDelegate, err, "%s: ipam %s", plugin, conf.IPAM.Type)
+		}
+	}
+	if conf.IPMasq {
+		fw, err := firewall.NewMasquerader(conf.IPMasqBackend)
+		if err != nil {
+			return cni.InvalidField(plugin, "ipMasqBackend", conf.IPMasqBackend, err.Error())
+		}
+		if err := fw.GCMasq(conf.Name, cni.ValidSet(conf.ValidAttachments)); err != nil {
+			return cni.Errorf(cni.CodeKernel, "%s: ipMasq GC: %v", plugin, err)
+		}
+	}
+	return nil
+}
+
+// cmdStatus is ready when the IPAM plugin is.
+func cmdStatus(args *skel.CmdArgs) error {
+	conf, err := loadConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if conf.IPAM.Type != "" {
+		if err := invoke.DelegateStatus(context.Background(), conf.IPAM.Type, args.StdinData, nil); err != nil {
+			return cni.Wrap(cni.CodePluginNotAvailable, err, "%s: ipam %s", plugin, conf.IPAM.Type)
+		}
+	}
+	return nil
+}

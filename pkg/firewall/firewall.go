@@ -43,3 +43,20 @@ type Masquerader interface {
 	// GCMasq removes the network's rules of attachments not in valid.
 	GCMasq(network string, valid map[cni.Attachment]bool) error
 }
+
+// NewMasquerader returns the Masquerader of a backend: "" or "nftables"
+// (the default) or "iptables". Any other name is a code-7 CNI error, which
+// plugins pass on with cni.Wrap.
+func NewMasquerader(backend string) (Masquerader, error) {
+	switch backend {
+	case "", NFTables:
+		return nftMasq{}, nil
+	case IPTables:
+		return iptMasq{}, nil
+	}
+	return nil, unknownBackend(backend)
+}
+
+func unknownBackend(backend string) error {
+	return cni.Errorf(cni.CodeInvalidConfig, "firewall: backend %q: must be %q or %q", backend, NFTables, IPTables)
+}

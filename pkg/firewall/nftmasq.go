@@ -1,0 +1,298 @@
+package firewall
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/berthnet/berth/pkg/cni"
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+)
+
+// nftMasq is the nftables Masquerader. Layout in table inet berth:
+//
+//	map masq4 { type ipv4_addr : verdict }     # container IP -> jump masq-<subnet>
+//	map masq6 { type ipv6_addr : verdict }
+//	chain masq-postrouting { type nat hook postrouting priority srcnat
+//	    meta nfproto ipv4 ip saddr vmap @masq4
+//	    meta nfproto ipv6 ip6 saddr vmap @masq6 }
+//	chain masq-10.88.0.0-16 {                 # one per container subnet
+//	    ip daddr 10.88.0.0/16 return
+//	    ip daddr 224.0.0.0/4 return
+//	    masquerade }
+//
+// A packet costs one hash lookup whatever the number of containers, and an
+// ADD or DEL is one transaction adding or removing map elements. The fixed
+// rules are rebuilt (flush chain + add) inside the same transaction because
+// adding a rule is not idempotent; their content depends only on the
+// subnet, so concurrent ADDs from separate processes (serialized by the
+// kernel) always leave the same rules.
+type nftMasq struct{}
+
+const (
+	masqPostrouting = "masq-postrouting"
+	masqMap4        = "masq4"
+	masqMap6        = "masq6"
+)
+
+func masqMapName(f family) string {
+	if f.addrLen == 4 {
+		return masqMap4
+	}
+	return masqMap6
+}
+
+// masqChainName is the per-subnet chain: "masq-10.88.0.0-16",
+// "masq-fd00__-64" (no '/' or ':' so nft prints it as a plain identifier).
+func masqChainName(n *net.IPNet) string {
+	s := strings.NewReplacer("/", "-", ":", "_").Replace(n.String())
+	return "masq-" + s
+}
+
+func masqMap(t *nftables.Table, f family) *nftables.Set {
+	return &nftables.Set{Table: t, Name: masqMapName(f), KeyType: f.addrType, DataType: nftables.TypeVerdict, IsMap: true}
+}
+
+// ensureBase adds the table, both maps and the postrouting chain with its
+// two lookups to the transaction.
+func (nftMasq) ensureBase(c *nftables.Conn) (*nftables.Table, map[byte]*nftables.Set, error) {
+	t := c.AddTable(nftTable())
+	maps := map[byte]*nftables.Set{}
+	for _, f := range []family{v4, v6} {
+		s := masqMap(t, f)
+		if err := c.AddSet(s, nil); err != nil {
+			return nil, nil, fmt.Errorf("nftables: map %s: %w", s.Name, err)
+		}
+		maps[f.nfproto] = s
+	}
+	post := c.AddChain(&nftables.Chain{
+		Name: masqPostrouting, Table: t, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource,
+	})
+	c.FlushChain(post)
+	for _, f := range []family{v4, v6} {
+		s := maps[f.nfproto]
+		c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: concat(f.matchProto(), []expr.Any{
+			f.loadAddr(true, 1),
+			&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID, IsDestRegSet: true, DestRegister: 0},
+		})})
+	}
+	return t, maps, nil
+}
+
+// ensureSubnetChain (re)builds the chain for one subnet in the transaction.
+func (nftMasq) ensureSubnetChain(c *nftables.Conn, t *nftables.Table, n *net.IPNet) string {
+	f := familyOf(n.IP)
+	ch := c.AddChain(&nftables.Chain{Name: masqChainName(n), Table: t})
+	c.FlushChain(ch)
+	for _, dst := range []*net.IPNet{n, f.multicast} {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: concat(f.matchProto(),
+			[]expr.Any{f.loadAddr(false, 1)}, f.matchPrefix(dst),
+			[]expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}})})
+	}
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{&expr.Masq{}}})
+	return ch.Name
+}
+
+func subnetOf(ipn *net.IPNet) *net.IPNet {
+	return &net.IPNet{IP: ipn.IP.Mask(ipn.Mask), Mask: ipn.Mask}
+}
+
+func (m nftMasq) AddMasq(ms Masq) error {
+	if len(ms.IPs) == 0 {
+		return nil
+	}
+	c, err := newConn()
+	if err != nil {
+		return err
+	}
+	t, maps, err := m.ensureBase(c)
+	if err != nil {
+		return err
+	}
+	tg := tag(ms.Network, ms.ContainerID, ms.IfName)
+	for _, ipn := range ms.IPs {
+		f := familyOf(ipn.IP)
+		chain := m.ensureSubnetChain(c, t, subnetOf(ipn))
+		el := []nftables.SetElement{{
+			Key:         f.addrBytes(ipn.IP),
+			VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain},
+			Comment:     tg,
+		}}
+		// add + delete + add in one transaction: the first add makes the
+		// delete valid whether or not the element existed, and the final add
+		// stores this attachment's tag even if an element for the same IP
+		// was left behind by an attachment that never got its DEL.
+		if err := c.SetAddElements(maps[f.nfproto], el); err != nil {
+			return fmt.Errorf("nftables: masq element %s: %w", ipn.IP, err)
+		}
+		if err := c.SetDeleteElements(maps[f.nfproto], el); err != nil {
+			return fmt.Errorf("nftables: masq element %s: %w", ipn.IP, err)
+		}
+		if err := c.SetAddElements(maps[f.nfproto], el); err != nil {
+			return fmt.Errorf("nftables: masq element %s: %w", ipn.IP, err)
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftables: adding masquerade for %s: %w", ipsString(ms.IPs), err)
+	}
+	return nil
+}
+
+func ipsString(ips []*net.IPNet) string {
+	s := make([]string, len(ips))
+	for i, ip := range ips {
+		s[i] = ip.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// elements dumps one map, returning nil when the table or map is missing.
+func dumpElements(c *nftables.Conn, s *nftables.Set) ([]nftables.SetElement, error) {
+	els, err := c.GetSetElements(s)
+	if err != nil {
+		if isNotExist(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("nftables: listing %s: %w", s.Name, err)
+	}
+	return els, nil
+}
+
+// deleteTagged removes the elements of maps whose tag satisfies drop, in one
+// transaction. It is the slow path (a dump of each map), used by DEL without
+// IPs, DEL whose fast path failed, and GC.
+func deleteTagged(c *nftables.Conn, sets []*nftables.Set, drop func(tag string) bool) error {
+	n := 0
+	for _, s := range sets {
+		els, err := dumpElements(c, s)
+		if err != nil {
+			return err
+		}
+		var del []nftables.SetElement
+		for _, e := range els {
+			if drop(e.Comment) {
+				del = append(del, nftables.SetElement{Key: e.Key, KeyEnd: e.KeyEnd})
+			}
+		}
+		if len(del) > 0 {
+			if err := c.SetDeleteElements(s, del); err != nil {
+				return fmt.Errorf("nftables: %s: %w", s.Name, err)
+			}
+			n += len(del)
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftables: deleting %d elements: %w", n, err)
+	}
+	return nil
+}
+
+func (m nftMasq) DelMasq(ms Masq) error {
+	c, err := newConn()
+	if err != nil {
+		return err
+	}
+	ok, err := tableExists(c)
+	if err != nil || !ok {
+		return err
+	}
+	tg := tag(ms.Network, ms.ContainerID, ms.IfName)
+	if len(ms.IPs) > 0 {
+		// Fast path, one transaction: add + delete each element, so it
+		// succeeds whether or not the element is there.
+		if err := m.delFast(c, ms); err == nil {
+			return nil
+		}
+		// The element may hold another verdict (clash): fall back to
+		// removing by tag.
+		c, err = newConn()
+		if err != nil {
+			return err
+		}
+	}
+	t := nftTable()
+	return deleteTagged(c, []*nftables.Set{masqMap(t, v4), masqMap(t, v6)}, func(s string) bool { return s == tg })
+}
+
+func (m nftMasq) delFast(c *nftables.Conn, ms Masq) error {
+	t, maps, err := m.ensureBase(c)
+	if err != nil {
+		return err
+	}
+	for _, ipn := range ms.IPs {
+		f := familyOf(ipn.IP)
+		chain := m.ensureSubnetChain(c, t, subnetOf(ipn))
+		el := []nftables.SetElement{{Key: f.addrBytes(ipn.IP), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain}}}
+		if err := c.SetAddElements(maps[f.nfproto], el); err != nil {
+			return err
+		}
+		if err := c.SetDeleteElements(maps[f.nfproto], el); err != nil {
+			return err
+		}
+	}
+	return c.Flush()
+}
+
+func (m nftMasq) CheckMasq(ms Masq) error {
+	c, err := newConn()
+	if err != nil {
+		return err
+	}
+	t := nftTable()
+	tg := tag(ms.Network, ms.ContainerID, ms.IfName)
+	have := map[string]nftables.SetElement{}
+	for _, f := range []family{v4, v6} {
+		els, err := dumpElements(c, masqMap(t, f))
+		if err != nil {
+			return err
+		}
+		for _, e := range els {
+			have[string(e.Key)] = e
+		}
+	}
+	var missing []string
+	for _, ipn := range ms.IPs {
+		f := familyOf(ipn.IP)
+		e, ok := have[string(f.addrBytes(ipn.IP))]
+		want := masqChainName(subnetOf(ipn))
+		switch {
+		case !ok:
+			missing = append(missing, fmt.Sprintf("%s: no element in map %s", ipn.IP, masqMapName(f)))
+		case e.Comment != tg:
+			missing = append(missing, fmt.Sprintf("%s: element belongs to %q, not %q", ipn.IP, e.Comment, tg))
+		case verdictChain(e) != want:
+			missing = append(missing, fmt.Sprintf("%s: element does not jump to %s", ipn.IP, want))
+		default:
+			if _, err := c.ListChain(t, want); err != nil {
+				missing = append(missing, fmt.Sprintf("%s: chain %s: %v", ipn.IP, want, err))
+			}
+		}
+	}
+	if len(missing) > 0 {
+		return errors.New("masquerade missing: " + strings.Join(missing, "; "))
+	}
+	return nil
+}
+
+func (m nftMasq) GCMasq(network string, valid map[cni.Attachment]bool) error {
+	c, err := newConn()
+	if err != nil {
+		return err
+	}
+	ok, err := tableExists(c)
+	if err != nil || !ok {
+		return err
+	}
+	keep := validTags(network, valid)
+	net := shorten(network)
+	t := nftTable()
+	return deleteTagged(c, []*nftables.Set{masqMap(t, v4), masqMap(t, v6)}, func(s string) bool {
+		return tagNetwork(s) == net && !keep[s]
+	})
+}

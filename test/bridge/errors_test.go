@@ -65,7 +65,7 @@ func TestBadInput(t *testing.T) {
 		wantCode uint
 		wantMsg  string
 	}{
-		{"not JSON", env("ADD"), `{"cniVersion":"1.0.0",`, 6, "decod"},
+		{"not JSON", env("ADD"), `{"cniVersion":"1.0.0",`, 6, "unmarshal"},
 		{"mtu out of range", env("ADD"), `{"cniVersion":"1.0.0","name":"n","type":"bridge","mtu":70000}`, 7, "bridge: mtu 70000: must be between 68 and 65535"},
 		{"mtu wrong type", env("ADD"), `{"cniVersion":"1.0.0","name":"n","type":"bridge","mtu":"big"}`, 6, "bridge: mtu: cannot use JSON string as int"},
 		{"bridge name too long", env("ADD"), `{"cniVersion":"1.0.0","name":"n","type":"bridge","bridge":"averyveryverylongname"}`, 7, "bridge: bridge \"averyveryverylongname\""},

@@ -1,0 +1,177 @@
+// Command demo walks Docker's networking scenarios with berth's plugins,
+// end to end, in private network namespaces, printing what a person would
+// see: `make demo`. Every namespace it makes is removed on the way out,
+// including on Ctrl-C.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/containernetworking/cni/libcni"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/berthnet/berth/internal/sandbox"
+)
+
+func main() {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "demo: needs root (network namespaces): sudo make demo")
+		os.Exit(1)
+	}
+	d, err := newDemo()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sig
+		fmt.Println("\ninterrupted: cleaning up")
+		d.cleanup()
+		os.Exit(130)
+	}()
+	err = d.run()
+	d.cleanup()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "demo: FAILED:", err)
+		os.Exit(1)
+	}
+	fmt.Println("\ndemo: all scenarios passed; every namespace, link and rule is gone.")
+}
+
+// demo holds what must be undone: containers to DEL (newest first), then
+// namespaces to delete, then the state directory.
+type demo struct {
+	cniPath  string
+	stateDir string
+	prefix   string
+	host     *sandbox.NS
+	rt       *sandbox.Runtime
+	dels     []func()
+	nss      []*sandbox.NS
+}
+
+func newDemo() (*demo, error) {
+	cniPath := os.Getenv("BERTH_CNI_PATH")
+	if cniPath == "" {
+		cniPath = "bin"
+	}
+	abs, err := filepath.Abs(cniPath)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(abs, "bridge")); err != nil {
+		return nil, fmt.Errorf("no plugins in %s: run `make build` first (%w)", abs, err)
+	}
+	state, err := os.MkdirTemp("", "berth-demo-")
+	if err != nil {
+		return nil, err
+	}
+	d := &demo{cniPath: abs, stateDir: state, prefix: fmt.Sprintf("bdemo%d", os.Getpid()%10000)}
+	d.host, err = d.newNS("host")
+	if err != nil {
+		d.cleanup()
+		return nil, err
+	}
+	d.rt = sandbox.NewRuntime(d.host, filepath.Join(state, "cache"), abs)
+	return d, nil
+}
+
+func (d *demo) newNS(label string) (*sandbox.NS, error) {
+	n, err := sandbox.NewNS(d.prefix + "-" + label)
+	if err != nil {
+		return nil, err
+	}
+	d.nss = append(d.nss, n)
+	return n, nil
+}
+
+func (d *demo) cleanup() {
+	for i := len(d.dels) - 1; i >= 0; i-- {
+		d.dels[i]()
+	}
+	d.dels = nil
+	for i := len(d.nss) - 1; i >= 0; i-- {
+		if err := d.nss[i].Delete(); err != nil {
+			fmt.Fprintln(os.Stderr, "cleanup:", err)
+		}
+	}
+	d.nss = nil
+	os.RemoveAll(d.stateDir)
+}
+
+// network loads a conf-examples file with its state under the demo's
+// directory.
+func (d *demo) network(file string) (*libcni.NetworkConfigList, error) {
+	list, err := libcni.ConfListFromFile(filepath.Join("conf-examples", file))
+	if err != nil {
+		return nil, err
+	}
+	return withDataDir(list, d.stateDir)
+}
+
+// ctr is a running "container": its namespace and attachments.
+type ctr struct {
+	name string
+	ns   *sandbox.NS
+	res  *current.Result
+}
+
+// runContainer is `docker run --name NAME --network NET`: a namespace and
+// ADD through the network's chain. DEL is queued for cleanup.
+func (d *demo) runContainer(name string, list *libcni.NetworkConfigList, capArgs map[string]any) (*ctr, error) {
+	n, err := d.newNS(name)
+	if err != nil {
+		return nil, err
+	}
+	rc := sandbox.Attachment(d.prefix+"-"+name, n, "eth0")
+	rc.Args = [][2]string{{"K8S_POD_NAME", name}}
+	rc.CapabilityArgs = capArgs
+	res, err := d.rt.Add(context.Background(), list, rc)
+	if err != nil {
+		return nil, fmt.Errorf("ADD %s on %s: %w", name, list.Name, err)
+	}
+	d.dels = append(d.dels, func() {
+		if err := d.rt.Del(context.Background(), list, rc); err != nil {
+			fmt.Fprintf(os.Stderr, "cleanup: DEL %s: %v\n", name, err)
+		}
+	})
+	return &ctr{name: name, ns: n, res: res}, nil
+}
+
+func (c *ctr) ipv4() string {
+	for _, ipc := range c.res.IPs {
+		if ipc.Address.IP.To4() != nil {
+			return ipc.Address.IP.String()
+		}
+	}
+	return ""
+}
+
+// sh prints a command as a person would type it, runs it in ns and prints
+// its output, indented.
+func sh(ns *sandbox.NS, who string, args ...string) (string, error) {
+	fmt.Printf("  %s$ %s\n", who, strings.Join(args, " "))
+	out, err := ns.Exec(args...)
+	for _, l := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
+		fmt.Println("    " + l)
+	}
+	return out, err
+}
+
+func (d *demo) run() error {
+	for _, s := range scenarios {
+		fmt.Printf("\n== %s\n", s.title)
+		if err := s.run(d); err != nil {
+			return fmt.Errorf("%s: %w", s.title, err)
+		}
+	}
+	return nil
+}

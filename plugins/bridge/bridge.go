@@ -293,6 +293,25 @@ func cmdDel(args *skel.CmdArgs) error {
 		return err
 	}
 
+	// The IPAM plugin's process start is most of a DEL's cost: run it
+	// alongside the link and rule teardown. Every step is idempotent, so a
+	// DEL that fails half way is simply retried by the runtime.
+	ipamDone := make(chan error, 1)
+	if conf.IPAM.Type == "" {
+		ipamDone <- nil
+	} else {
+		go func() { ipamDone <- invoke.DelegateDel(context.Background(), conf.IPAM.Type, args.StdinData, nil) }()
+	}
+	tearErr := teardown(conf, args, prev)
+	if err := <-ipamDone; err != nil && tearErr == nil {
+		return cni.Wrap(cni.CodeDelegate, err, "%s: ipam %s", plugin, conf.IPAM.Type)
+	}
+	return tearErr
+}
+
+// teardown removes the veth pair and the masquerade rules of an attachment,
+// whatever is left of them.
+func teardown(conf *NetConf, args *skel.CmdArgs, prev *current.Result) error {
 	// The container side first: its addresses tell masquerade teardown
 	// what to remove when there is no prevResult.
 	var ips []*net.IPNet
@@ -339,12 +358,6 @@ func cmdDel(args *skel.CmdArgs) error {
 		m := firewall.Masq{Network: conf.Name, ContainerID: args.ContainerID, IfName: args.IfName, IPs: ips}
 		if err := fw.DelMasq(m); err != nil {
 			return cni.Errorf(cni.CodeKernel, "%s: ipMasq: %v", plugin, err)
-		}
-	}
-
-	if conf.IPAM.Type != "" {
-		if err := invoke.DelegateDel(context.Background(), conf.IPAM.Type, args.StdinData, nil); err != nil {
-			return cni.Wrap(cni.CodeDelegate, err, "%s: ipam %s", plugin, conf.IPAM.Type)
 		}
 	}
 	return nil

@@ -1,0 +1,353 @@
+// Command bench measures ADD and DEL latency of a CNI chain through libcni,
+// as containerd drives it, for N containers, in private network namespaces.
+// Given -ref DIR (another set of CNI binaries, e.g. the reference plugins
+// v1.9.1), it runs both interleaved in the same run and prints the ratio.
+//
+//	go run ./hack/bench -n 100 -ref /tmp/ref            # bridge + host-local (+ ipMasq)
+//	go run ./hack/bench -n 100 -portmap -ref /tmp/ref   # the Docker-like chain with one published port
+//	go run ./hack/bench -n 1000 -portmap                # scale: first 100 vs last 100
+//	go run ./hack/bench -n 500 -parallel 32 -ref /tmp/ref
+//
+// The reference plugins: GOBIN=/tmp/ref go install
+// github.com/containernetworking/plugins/plugins/{main/bridge,ipam/host-local,meta/portmap}@v1.9.1
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+
+	"github.com/berthnet/berth/internal/sandbox"
+)
+
+func main() {
+	n := flag.Int("n", 100, "containers per implementation")
+	ref := flag.String("ref", "", "directory of other CNI binaries to compare with (same plugin names)")
+	portmap := flag.Bool("portmap", false, "chain portmap with one published port per container")
+	masq := flag.Bool("masq", true, "bridge ipMasq")
+	parallel := flag.Int("parallel", 1, "concurrent ADDs (then DELs); >1 reports throughput")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fatal(fmt.Errorf("needs root (network namespaces)"))
+	}
+	berth := os.Getenv("BERTH_CNI_PATH")
+	if berth == "" {
+		berth = "bin"
+	}
+	b := &bench{n: *n, portmap: *portmap, masq: *masq, prefix: fmt.Sprintf("bb%d", os.Getpid()%100000)}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sig
+		fmt.Fprintln(os.Stderr, "interrupted: cleaning up")
+		b.cleanup()
+		os.Exit(130)
+	}()
+	err := b.run(berth, *ref, *parallel)
+	b.cleanup()
+	if err != nil {
+		fatal(err)
+	}
+}
+
+func fatal(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}
+
+type bench struct {
+	n       int
+	portmap bool
+	masq    bool
+	prefix  string
+
+	mu    sync.Mutex
+	impls []*impl
+}
+
+// impl is one set of binaries with its own host namespace, containers and
+// state, so the two never share a bridge or a rule.
+type impl struct {
+	name   string
+	dir    string
+	state  string
+	host   *sandbox.NS
+	rt     *sandbox.Runtime
+	list   *libcni.NetworkConfigList
+	ctrs   []*sandbox.NS
+	added  []bool
+	add    []time.Duration
+	del    []time.Duration
+	ips    map[string]int
+	failed int
+}
+
+func (b *bench) run(berth, ref string, parallel int) error {
+	dirs := [][2]string{{"berth", berth}}
+	if ref != "" {
+		dirs = append(dirs, [2]string{"ref", ref})
+	}
+	for _, d := range dirs {
+		if err := b.newImpl(d[0], d[1]); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("chain: bridge(ipMasq=%v)+host-local%s, N=%d, parallel=%d\n", b.masq, map[bool]string{true: "+portmap", false: ""}[b.portmap], b.n, parallel)
+	if parallel > 1 {
+		return b.runParallel(parallel)
+	}
+	// Interleaved: container i of each implementation back to back, so
+	// both see the same machine load.
+	for i := 0; i < b.n; i++ {
+		for _, im := range b.impls {
+			if err := im.doAdd(b, i); err != nil {
+				return err
+			}
+		}
+	}
+	for i := 0; i < b.n; i++ {
+		for _, im := range b.impls {
+			if err := im.doDel(i); err != nil {
+				return err
+			}
+		}
+	}
+	b.report()
+	return nil
+}
+
+// newImpl sets up one implementation and registers it for cleanup before
+// anything can fail half way.
+func (b *bench) newImpl(name, dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for _, p := range []string{"bridge", "host-local"} {
+		if _, err := os.Stat(filepath.Join(abs, p)); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	state, err := os.MkdirTemp("", "berth-bench-"+name+"-")
+	if err != nil {
+		return err
+	}
+	im := &impl{name: name, dir: abs, state: state, ips: map[string]int{}, ctrs: make([]*sandbox.NS, b.n), added: make([]bool, b.n)}
+	b.mu.Lock()
+	b.impls = append(b.impls, im)
+	b.mu.Unlock()
+	if im.host, err = sandbox.NewNS(b.prefix + "-" + name); err != nil {
+		return err
+	}
+	im.rt = sandbox.NewRuntime(im.host, filepath.Join(state, "cache"), abs)
+	if im.list, err = b.conflist(state); err != nil {
+		return err
+	}
+	for i := range im.ctrs {
+		if im.ctrs[i], err = sandbox.NewNS(fmt.Sprintf("%s-%s-%d", b.prefix, name, i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *bench) conflist(state string) (*libcni.NetworkConfigList, error) {
+	plugins := []map[string]any{{
+		"type": "bridge", "bridge": "bench0", "isGateway": true, "isDefaultGateway": true, "ipMasq": b.masq,
+		"ipam": map[string]any{
+			"type": "host-local", "dataDir": filepath.Join(state, "networks"),
+			"ranges": []any{[]any{map[string]any{"subnet": "10.200.0.0/16"}}},
+		},
+	}}
+	if b.portmap {
+		plugins = append(plugins, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}})
+	}
+	raw, err := json.Marshal(map[string]any{"cniVersion": "1.0.0", "name": "bench", "plugins": plugins})
+	if err != nil {
+		return nil, err
+	}
+	return libcni.ConfListFromBytes(raw)
+}
+
+func (im *impl) rc(b *bench, i int) *libcni.RuntimeConf {
+	rc := sandbox.Attachment(fmt.Sprintf("bench-%s-%d", im.name, i), im.ctrs[i], "eth0")
+	if b.portmap {
+		rc.CapabilityArgs = map[string]any{"portMappings": []map[string]any{
+			{"hostPort": 20000 + i, "containerPort": 80, "protocol": "tcp"},
+		}}
+	}
+	return rc
+}
+
+func (im *impl) doAdd(b *bench, i int) error {
+	start := time.Now()
+	res, err := im.rt.Add(context.Background(), im.list, im.rc(b, i))
+	d := time.Since(start)
+	if err != nil {
+		return fmt.Errorf("%s ADD %d: %w", im.name, i, err)
+	}
+	im.added[i] = true
+	im.add = append(im.add, d)
+	if len(res.IPs) > 0 {
+		im.ips[res.IPs[0].Address.IP.String()]++
+	}
+	return nil
+}
+
+func (im *impl) doDel(i int) error {
+	start := time.Now()
+	err := im.rt.Del(context.Background(), im.list, im.rc(&bench{}, i))
+	d := time.Since(start)
+	if err != nil {
+		return fmt.Errorf("%s DEL %d: %w", im.name, i, err)
+	}
+	im.added[i] = false
+	im.del = append(im.del, d)
+	return nil
+}
+
+// runParallel starts `workers` ADDs at a time per implementation (one
+// implementation after the other), then DELs, and reports throughput,
+// failures and duplicate addresses.
+func (b *bench) runParallel(workers int) error {
+	for _, im := range b.impls {
+		for _, phase := range []string{"ADD", "DEL"} {
+			jobs := make(chan int)
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			start := time.Now()
+			for w := 0; w < workers; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range jobs {
+						t0 := time.Now()
+						var err error
+						if phase == "ADD" {
+							r, e := im.rt.Add(context.Background(), im.list, im.rc(b, i))
+							err = e
+							mu.Lock()
+							if err == nil {
+								im.added[i] = true
+								im.add = append(im.add, time.Since(t0))
+								im.ips[r.IPs[0].Address.IP.String()]++
+							}
+							mu.Unlock()
+						} else {
+							err = im.rt.Del(context.Background(), im.list, im.rc(b, i))
+							mu.Lock()
+							if err == nil {
+								im.added[i] = false
+								im.del = append(im.del, time.Since(t0))
+							}
+							mu.Unlock()
+						}
+						if err != nil {
+							mu.Lock()
+							im.failed++
+							mu.Unlock()
+							fmt.Fprintf(os.Stderr, "%s %s %d: %v\n", im.name, phase, i, err)
+						}
+					}
+				}()
+			}
+			for i := 0; i < b.n; i++ {
+				jobs <- i
+			}
+			close(jobs)
+			wg.Wait()
+			el := time.Since(start)
+			fmt.Printf("%-6s %s x%d with %d workers: %v total, %.1f/s\n", im.name, phase, b.n, workers, el.Round(time.Millisecond), float64(b.n)/el.Seconds())
+		}
+		dups := 0
+		for _, c := range im.ips {
+			if c > 1 {
+				dups++
+			}
+		}
+		fmt.Printf("%-6s failures: %d, duplicate IPs: %d\n", im.name, im.failed, dups)
+	}
+	b.report()
+	return nil
+}
+
+func (b *bench) report() {
+	fmt.Printf("%-6s %-4s %10s %10s %10s", "impl", "op", "median", "p90", "mean")
+	if b.n >= 200 {
+		fmt.Printf(" %12s %12s %7s", "first100 med", "last100 med", "last/1st")
+	}
+	fmt.Println()
+	med := map[string]time.Duration{}
+	for _, im := range b.impls {
+		for _, op := range []struct {
+			name string
+			d    []time.Duration
+		}{{"ADD", im.add}, {"DEL", im.del}} {
+			s := summarize(op.d)
+			med[im.name+op.name] = s.median
+			fmt.Printf("%-6s %-4s %10v %10v %10v", im.name, op.name, s.median.Round(10*time.Microsecond), s.p90.Round(10*time.Microsecond), s.mean.Round(10*time.Microsecond))
+			if b.n >= 200 && len(op.d) >= 200 {
+				first := summarize(op.d[:100]).median
+				last := summarize(op.d[len(op.d)-100:]).median
+				fmt.Printf(" %12v %12v %7.2f", first.Round(10*time.Microsecond), last.Round(10*time.Microsecond), float64(last)/float64(first))
+			}
+			fmt.Println()
+		}
+	}
+	if len(b.impls) == 2 {
+		for _, op := range []string{"ADD", "DEL"} {
+			if r := med["ref"+op]; r > 0 {
+				fmt.Printf("ratio berth/ref %s median: %.3f\n", op, float64(med["berth"+op])/float64(r))
+			}
+		}
+	}
+}
+
+type summary struct{ median, p90, mean time.Duration }
+
+func summarize(d []time.Duration) summary {
+	if len(d) == 0 {
+		return summary{}
+	}
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	var sum time.Duration
+	for _, x := range s {
+		sum += x
+	}
+	return summary{median: s[len(s)/2], p90: s[len(s)*9/10], mean: sum / time.Duration(len(s))}
+}
+
+// cleanup DELs what is still attached, then removes every namespace and
+// state directory.
+func (b *bench) cleanup() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, im := range b.impls {
+		for i, added := range im.added {
+			if added && im.rt != nil {
+				_ = im.rt.Del(context.Background(), im.list, im.rc(b, i))
+			}
+		}
+		for _, c := range im.ctrs {
+			if c != nil {
+				_ = c.Delete()
+			}
+		}
+		if im.host != nil {
+			_ = im.host.Delete()
+		}
+		os.RemoveAll(im.state)
+	}
+	b.impls = nil
+}

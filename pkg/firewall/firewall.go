@@ -10,7 +10,10 @@
 package firewall
 
 import (
+	"fmt"
 	"net"
+
+	"github.com/google/nftables"
 
 	"github.com/berthnet/berth/pkg/cni"
 )
@@ -59,4 +62,30 @@ func NewMasquerader(backend string) (Masquerader, error) {
 
 func unknownBackend(backend string) error {
 	return cni.Errorf(cni.CodeInvalidConfig, "firewall: backend %q: must be %q or %q", backend, NFTables, IPTables)
+}
+
+// Ready reports whether a backend can be driven here (STATUS): nftables
+// answers a netlink query, or the iptables binary runs.
+func Ready(backend string) error {
+	switch backend {
+	case "", NFTables:
+		c, err := newConn()
+		if err != nil {
+			return err
+		}
+		if _, err := c.ListTablesOfFamily(nftables.TableFamilyINet); err != nil {
+			return fmt.Errorf("nftables: %w", err)
+		}
+		return nil
+	case IPTables:
+		ipt, err := iptFor(net.IPv4zero)
+		if err != nil {
+			return err
+		}
+		if _, err := ipt.ListChains("nat"); err != nil {
+			return fmt.Errorf("iptables: %w", err)
+		}
+		return nil
+	}
+	return unknownBackend(backend)
 }

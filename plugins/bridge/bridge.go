@@ -1,14 +1,12 @@
 package main
 
 import (
-	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -26,27 +24,14 @@ type ipamResult struct {
 	err error
 }
 
-// startIPAM runs the IPAM plugin in the background: its process start is
-// the largest single cost of an ADD, so it overlaps the netlink work on the
-// bridge and veth instead of preceding it.
-func startIPAM(conf *NetConf, stdin []byte) <-chan ipamResult {
+// startIPAM runs IPAM in the background: it overlaps the netlink work on
+// the bridge and veth instead of preceding it (by exec, its process start
+// is the largest single cost of an ADD).
+func startIPAM(d ipamDriver) <-chan ipamResult {
 	ch := make(chan ipamResult, 1)
-	if conf.IPAM.Type == "" {
-		ch <- ipamResult{res: &current.Result{CNIVersion: current.ImplementedSpecVersion}}
-		return ch
-	}
 	go func() {
-		r, err := invoke.DelegateAdd(context.Background(), conf.IPAM.Type, stdin, nil)
-		if err != nil {
-			ch <- ipamResult{err: cni.Wrap(cni.CodeDelegate, err, "%s: ipam %s", plugin, conf.IPAM.Type)}
-			return
-		}
-		res, err := current.NewResultFromResult(r)
-		if err != nil {
-			ch <- ipamResult{err: cni.Errorf(cni.CodeDecode, "%s: ipam %s result: %v", plugin, conf.IPAM.Type, err)}
-			return
-		}
-		ch <- ipamResult{res: res}
+		res, err := d.add()
+		ch <- ipamResult{res: res, err: err}
 	}()
 	return ch
 }
@@ -72,7 +57,8 @@ func cmdAdd(args *skel.CmdArgs) error {
 	defer cont.Close()
 	// Handles are closed after the undo list below has run (defers are LIFO).
 
-	ipamCh := startIPAM(conf, args.StdinData)
+	ipd := ipamDriver{conf: conf, args: args}
+	ipamCh := startIPAM(ipd)
 	var ipam *current.Result
 	ipamWaited := false
 	// Every step below registers its undo; committed turns them off.
@@ -85,9 +71,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 			return r.err
 		}
 		ipam = r.res
-		if conf.IPAM.Type != "" {
-			undo = append(undo, func() { _ = invoke.DelegateDel(context.Background(), conf.IPAM.Type, args.StdinData, nil) })
-		}
+		undo = append(undo, func() { _ = ipd.del() })
 		return nil
 	}
 	defer func() {
@@ -293,18 +277,14 @@ func cmdDel(args *skel.CmdArgs) error {
 		return err
 	}
 
-	// The IPAM plugin's process start is most of a DEL's cost: run it
-	// alongside the link and rule teardown. Every step is idempotent, so a
+	// IPAM (by exec, a process start: most of a DEL's cost) runs alongside
+	// the link and rule teardown. Every step is idempotent, so a
 	// DEL that fails half way is simply retried by the runtime.
 	ipamDone := make(chan error, 1)
-	if conf.IPAM.Type == "" {
-		ipamDone <- nil
-	} else {
-		go func() { ipamDone <- invoke.DelegateDel(context.Background(), conf.IPAM.Type, args.StdinData, nil) }()
-	}
+	go func() { ipamDone <- ipamDriver{conf: conf, args: args}.del() }()
 	tearErr := teardown(conf, args, prev)
 	if err := <-ipamDone; err != nil && tearErr == nil {
-		return cni.Wrap(cni.CodeDelegate, err, "%s: ipam %s", plugin, conf.IPAM.Type)
+		return err
 	}
 	return tearErr
 }

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"context"
 	"fmt"
 
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
@@ -29,10 +27,8 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if prev == nil {
 		return cni.Errorf(cni.CodeInvalidConfig, "%s: CHECK needs prevResult", plugin)
 	}
-	if conf.IPAM.Type != "" {
-		if err := invoke.DelegateCheck(context.Background(), conf.IPAM.Type, args.StdinData, nil); err != nil {
-			return cni.Wrap(cni.CodeDelegate, err, "%s: ipam %s", plugin, conf.IPAM.Type)
-		}
+	if err := (ipamDriver{conf: conf, args: args}).check(prev); err != nil {
+		return err
 	}
 	fail := func(format string, a ...any) error {
 		return cni.Errorf(cni.CodeKernel, "%s: check: %s", plugin, fmt.Sprintf(format, a...))
@@ -136,10 +132,8 @@ func cmdGC(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if conf.IPAM.Type != "" {
-		if err := invoke.DelegateGC(context.Background(), conf.IPAM.Type, args.StdinData, nil); err != nil {
-			return cni.Wrap(cni.CodeDelegate, err, "%s: ipam %s", plugin, conf.IPAM.Type)
-		}
+	if err := (ipamDriver{conf: conf, args: args}).gc(); err != nil {
+		return err
 	}
 	if conf.IPMasq {
 		fw, err := firewall.NewMasquerader(conf.IPMasqBackend)
@@ -159,10 +153,5 @@ func cmdStatus(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if conf.IPAM.Type != "" {
-		if err := invoke.DelegateStatus(context.Background(), conf.IPAM.Type, args.StdinData, nil); err != nil {
-			return cni.Wrap(cni.CodePluginNotAvailable, err, "%s: ipam %s", plugin, conf.IPAM.Type)
-		}
-	}
-	return nil
+	return ipamDriver{conf: conf, args: args}.status()
 }

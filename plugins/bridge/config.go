@@ -31,6 +31,8 @@ type NetConf struct {
 	PromiscMode   bool   `json:"promiscMode"`
 	// MacFromIP gives containers Docker's 02:42:<IPv4 bytes> MACs.
 	MacFromIP bool `json:"macFromIP"`
+	// ExecIPAM runs a host-local IPAM by exec instead of in-process.
+	ExecIPAM bool `json:"execIPAM"`
 
 	// Accepted with their default values only.
 	Vlan                      int             `json:"vlan"`

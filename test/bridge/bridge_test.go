@@ -324,3 +324,29 @@ func TestMasquerade(t *testing.T) {
 		})
 	}
 }
+
+// execIPAM: host-local by exec, as the spec's delegation describes, rather
+// than in-process: ADD, CHECK, GC and DEL give the same outcome.
+func TestExecIPAM(t *testing.T) {
+	e := newEnv(t)
+	list := e.conflist(example(t, "docker-default.conflist"), setField(0, "execIPAM", true))
+	c1 := e.add(list, "exec-one")
+	c2 := e.add(list, "exec-two")
+	ping(t, c1.ns, c2.ip(t, "4"))
+	ctx := context.Background()
+	if err := e.rt.Check(ctx, list, c1.rc); err != nil {
+		t.Fatalf("CHECK: %v", err)
+	}
+	if err := e.rt.GC(ctx, list, c1.rc); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	if files := e.ipamFiles("bridge"); len(files) != 1 || files[0] != c1.ip(t, "4") {
+		t.Fatalf("after GC: %v, want only %s", files, c1.ip(t, "4"))
+	}
+	if err := e.rt.Del(ctx, list, c1.rc); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	if files := e.ipamFiles("bridge"); len(files) != 0 {
+		t.Fatalf("after DEL: %v", files)
+	}
+}

@@ -34,11 +34,11 @@ func Add(c *Config, id, ifname string) (res *current.Result, err error) {
 		}()
 		if err := resolveAuto(c, subnets); err != nil {
 			if s, oerr := Open(c.DataDir, c.Name, false); oerr == nil {
-				if s.Len() == 0 {
+				if empty, err := s.Empty(); err == nil && empty {
 					subnets.Release(c.Name)
 				}
 				_ = s.Close()
-			} else {
+			} else if errors.Is(oerr, ErrNoStore) {
 				subnets.Release(c.Name)
 			}
 			return nil, err
@@ -82,14 +82,15 @@ func Add(c *Config, id, ifname string) (res *current.Result, err error) {
 	if err != nil {
 		return nil, ioErr(err)
 	}
+	o := Owner{ID: id, IfName: ifname}
 	var fresh []netip.Addr
 	committed := false
 	defer func() {
 		if !committed {
 			for _, a := range fresh {
-				_ = store.Release(a)
+				_ = store.Release(a, o)
 			}
-			if auto && store.Len() == 0 {
+			if empty, err := store.Empty(); auto && err == nil && empty {
 				subnets.Release(c.Name)
 			}
 		}
@@ -102,7 +103,6 @@ func Add(c *Config, id, ifname string) (res *current.Result, err error) {
 	if err != nil {
 		return nil, ioErr(err)
 	}
-	o := Owner{ID: id, IfName: ifname}
 	res = &current.Result{CNIVersion: current.ImplementedSpecVersion}
 	for si, set := range c.RangeSets {
 		var addr netip.Addr
@@ -150,8 +150,11 @@ func Add(c *Config, id, ifname string) (res *current.Result, err error) {
 
 // Del releases every reservation of (id, ifname). It succeeds when there is
 // nothing to release, also when the network was never used.
-func Del(c *Config, id, ifname string) (err error) {
-	return releaseWhere(c, func(o Owner) bool { return o.Is(id, ifname) })
+func Del(c *Config, id, ifname string) error {
+	return withStore(c, func(s *Store) error {
+		_, err := s.ReleaseOwner(id, ifname)
+		return err
+	})
 }
 
 // GC releases every reservation whose attachment is not in valid. A legacy
@@ -162,15 +165,25 @@ func GC(c *Config, valid map[cni.Attachment]bool) error {
 	for a := range valid {
 		ids[a.ContainerID] = true
 	}
-	return releaseWhere(c, func(o Owner) bool {
-		if o.Legacy {
-			return !ids[o.ID]
+	return withStore(c, func(s *Store) error {
+		all, err := s.Scan()
+		if err != nil {
+			return err
 		}
-		return !valid[cni.Attachment{ContainerID: o.ID, IfName: o.IfName}]
+		var errs []error
+		for a, o := range all {
+			if o.Legacy && !ids[o.ID] || !o.Legacy && !valid[cni.Attachment{ContainerID: o.ID, IfName: o.IfName}] {
+				errs = append(errs, s.Release(a, o))
+			}
+		}
+		return errors.Join(errs...)
 	})
 }
 
-func releaseWhere(c *Config, drop func(Owner) bool) (err error) {
+// withStore runs release on the network's existing store (doing nothing
+// when there is none) and gives back the network's automatic subnets once
+// it holds no reservation.
+func withStore(c *Config, release func(*Store) error) (err error) {
 	var subnets *Subnets
 	if c.HasAuto() {
 		if subnets, err = OpenSubnets(c.DataDir); err != nil {
@@ -197,21 +210,13 @@ func releaseWhere(c *Config, drop func(Owner) bool) (err error) {
 			err = ioErr(cerr)
 		}
 	}()
-	var victims []netip.Addr
-	for a, o := range store.Owners() {
-		if drop(o) {
-			victims = append(victims, a)
-		}
-	}
-	var errs []error
-	for _, a := range victims {
-		errs = append(errs, store.Release(a))
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := release(store); err != nil {
 		return ioErr(err)
 	}
-	if subnets != nil && store.Len() == 0 {
-		subnets.Release(c.Name)
+	if subnets != nil {
+		if empty, err := store.Empty(); err == nil && empty {
+			subnets.Release(c.Name)
+		}
 	}
 	return nil
 }

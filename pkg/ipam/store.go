@@ -1,8 +1,8 @@
 package ipam
 
 import (
-	"bufio"
-	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -26,25 +26,27 @@ import (
 // berth adds, outside the network directories so the reference never reads
 // them:
 //
-//	<dataDir>/.berth/index/<network>  a cache of the reservation files
-//	<dataDir>/.berth/subnets.json     automatic subnets chosen per network
+//	<dataDir>/.berth/index/<network>/stamp       the network dir's state after berth's last change
+//	<dataDir>/.berth/index/<network>/o/<sha256>  addresses of one (containerID, ifname)
+//	<dataDir>/.berth/subnets.json                automatic subnets chosen per network
 //
-// The index makes lookups by (containerID, ifname) and the search for a free
-// address cost nothing per reservation: the reference reads every file of
-// the network on every ADD. It is trusted only while the network
-// directory's inode, mtime and ctime are those recorded after berth's last
-// change: any file created or removed by someone else (a reference binary)
-// changes them, and the index is rebuilt from the files. Since Linux 6.13
-// a change following a stat gets a fine-grained timestamp, so a foreign
-// change within the same clock tick is still seen. Allocation never depends
-// on the index alone: reservation files are created exclusively (link(2)),
-// so an address taken behind berth's back is found taken anyway.
+// The reference reads every file of the network on every ADD and DEL to
+// find an attachment's addresses; berth reads one owner file. The owner
+// files are trusted only while the network directory's inode, mtime and
+// ctime are those recorded in stamp after berth's last change: a
+// reservation created or removed by anyone else (a reference binary)
+// changes them, and the owner files are rebuilt from the reservation
+// files. (Since Linux 6.13 a change following a stat gets a fine-grained
+// timestamp, so even a foreign change within the same clock tick shows.)
+// Every owner-file hit is also checked against its reservation file.
+// Allocation never depends on the index: reservation files are created
+// exclusively, so an address taken behind berth's back is found taken.
 const (
 	metaDirName  = ".berth"
 	lockName     = "lock"
 	lastIPPrefix = "last_reserved_ip."
 	lineBreak    = "\r\n"
-	indexMagic   = "berth-host-local-index 1"
+	stampName    = "stamp"
 )
 
 // Owner is who holds a reservation. Legacy reservation files (written by
@@ -62,6 +64,13 @@ func (o Owner) Is(id, ifname string) bool {
 
 func (o Owner) content() string { return o.ID + lineBreak + o.IfName }
 
+// key names the owner file; a legacy owner shares its container's key
+// with ifname "".
+func ownerKey(id, ifname string) string {
+	h := sha256.Sum256([]byte(id + lineBreak + ifname))
+	return hex.EncodeToString(h[:])
+}
+
 func parseOwner(b []byte) Owner {
 	s := strings.TrimSpace(string(b))
 	if id, ifname, ok := strings.Cut(s, lineBreak); ok {
@@ -73,12 +82,13 @@ func parseOwner(b []byte) Owner {
 // Store is one network's reservations, locked for the caller's exclusive
 // use from Open to Close.
 type Store struct {
-	dir       string
-	meta      string
-	indexPath string
-	lock      *os.File
-	owners    map[netip.Addr]Owner
-	changed   bool
+	dir    string // <dataDir>/<network>
+	meta   string // <dataDir>/.berth
+	index  string // <dataDir>/.berth/index/<network>
+	lock   *os.File
+	dirty  bool                // the network dir changed: save the stamp on Close
+	owners map[string][]string // owner files to write on Close: key -> addresses
+	used   map[netip.Addr]bool // every reserved address, loaded on demand
 }
 
 // ErrNoStore is returned by Open with create=false when the network has no
@@ -97,16 +107,16 @@ func Open(dataDir, network string, create bool) (*Store, error) {
 	} else if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 		return nil, ErrNoStore
 	}
-	if err := os.MkdirAll(filepath.Join(meta, "index"), 0o700); err != nil {
-		return nil, fmt.Errorf("creating %s: %w", meta, err)
-	}
+	// .berth/index/<network>/o is made by rebuild, which runs whenever
+	// there is no matching stamp, so it exists whenever the stamp matches.
+	s := &Store{dir: dir, meta: meta, index: filepath.Join(meta, "index", network), owners: map[string][]string{}}
 	lock, err := lockFile(filepath.Join(dir, lockName))
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dir: dir, meta: meta, indexPath: filepath.Join(meta, "index", network), lock: lock}
-	if err := s.load(); err != nil {
-		_ = s.unlock()
+	s.lock = lock
+	if err := s.validate(); err != nil {
+		_ = lock.Close()
 		return nil, err
 	}
 	return s, nil
@@ -132,21 +142,50 @@ func lockFile(path string) (*os.File, error) {
 	return f, nil
 }
 
-func (s *Store) unlock() error {
-	// Closing the descriptor releases the flock.
-	return s.lock.Close()
-}
-
-// Close saves the index if anything changed and releases the lock.
+// Close writes the owner files and the stamp if anything changed, and
+// releases the lock. The stamp goes last: a crash before it leaves a stamp
+// that no longer matches, and the next Open rebuilds.
 func (s *Store) Close() error {
-	var err error
-	if s.changed {
-		err = s.saveIndex()
-	}
-	if uerr := s.unlock(); err == nil {
-		err = uerr
+	err := s.flush()
+	if cerr := s.lock.Close(); err == nil { // closing releases the flock
+		err = cerr
 	}
 	return err
+}
+
+func (s *Store) flush() error {
+	for key, addrs := range s.owners {
+		path := filepath.Join(s.index, "o", key)
+		var err error
+		if len(addrs) == 0 {
+			err = os.Remove(path)
+			if errors.Is(err, fs.ErrNotExist) {
+				err = nil
+			}
+		} else {
+			// In place, like the stamp: a torn owner file fails ByOwner's
+			// check against the reservation files and is rebuilt.
+			err = os.WriteFile(path, []byte(strings.Join(addrs, "\n")+"\n"), 0o600)
+		}
+		if err != nil {
+			return fmt.Errorf("saving index: %w", err)
+		}
+	}
+	clear(s.owners)
+	if !s.dirty {
+		return nil
+	}
+	st, err := s.stamp()
+	if err != nil {
+		return err
+	}
+	// Written in place: a torn stamp does not match the directory, which
+	// only costs a rebuild.
+	if err := os.WriteFile(filepath.Join(s.index, stampName), []byte(st), 0o600); err != nil {
+		return fmt.Errorf("saving index stamp: %w", err)
+	}
+	s.dirty = false
+	return nil
 }
 
 func (s *Store) stamp() (string, error) {
@@ -157,176 +196,146 @@ func (s *Store) stamp() (string, error) {
 	return fmt.Sprintf("%d %d.%09d %d.%09d", st.Ino, st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec), nil
 }
 
-// load reads the index when it is current, else rebuilds it from the files.
-func (s *Store) load() error {
-	stamp, err := s.stamp()
+// validate rebuilds the owner files unless the stamp shows that nobody but
+// berth changed the network since they were written.
+func (s *Store) validate() error {
+	want, err := s.stamp()
 	if err != nil {
 		return err
 	}
-	if owners, ok := readIndex(s.indexPath, stamp); ok {
-		s.owners = owners
+	if got, err := os.ReadFile(filepath.Join(s.index, stampName)); err == nil && string(got) == want {
 		return nil
 	}
 	return s.rebuild()
 }
 
+// rebuild reads every reservation file and rewrites the owner files.
 func (s *Store) rebuild() error {
+	all, err := s.Scan()
+	if err != nil {
+		return err
+	}
+	// Remove the stamp first: a crash in the middle must not leave
+	// half-written owner files that a matching stamp would vouch for.
+	if err := os.Remove(filepath.Join(s.index, stampName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("rebuilding index: %w", err)
+	}
+	odir := filepath.Join(s.index, "o")
+	if err := os.RemoveAll(odir); err != nil {
+		return fmt.Errorf("rebuilding index: %w", err)
+	}
+	if err := os.MkdirAll(odir, 0o700); err != nil {
+		return fmt.Errorf("rebuilding index: %w", err)
+	}
+	clear(s.owners)
+	addrs := make([]netip.Addr, 0, len(all))
+	for a := range all {
+		addrs = append(addrs, a)
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	for _, a := range addrs {
+		o := all[a]
+		key := ownerKey(o.ID, o.IfName)
+		s.owners[key] = append(s.owners[key], a.String())
+	}
+	s.used = make(map[netip.Addr]bool, len(all))
+	for a := range all {
+		s.used[a] = true
+	}
+	s.dirty = true
+	return s.flush()
+}
+
+// Scan reads every reservation file of the network.
+func (s *Store) Scan() (map[netip.Addr]Owner, error) {
+	names, err := s.names()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[netip.Addr]Owner, len(names))
+	for _, a := range names {
+		b, err := os.ReadFile(filepath.Join(s.dir, a.String()))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading reservation: %w", err)
+		}
+		out[a] = parseOwner(b)
+	}
+	return out, nil
+}
+
+// names lists the reserved addresses from the directory alone (no file is
+// read).
+func (s *Store) names() ([]netip.Addr, error) {
 	d, err := os.Open(s.dir)
 	if err != nil {
-		return fmt.Errorf("reading store: %w", err)
+		return nil, fmt.Errorf("reading store: %w", err)
 	}
 	defer d.Close()
 	names, err := d.Readdirnames(-1)
 	if err != nil {
-		return fmt.Errorf("reading store %s: %w", s.dir, err)
+		return nil, fmt.Errorf("reading store %s: %w", s.dir, err)
 	}
-	s.owners = make(map[netip.Addr]Owner, len(names))
-	for _, name := range names {
-		a, err := netip.ParseAddr(name)
-		if err != nil {
-			continue // lock, last_reserved_ip.N, foreign files
+	out := make([]netip.Addr, 0, len(names))
+	for _, n := range names {
+		if a, err := netip.ParseAddr(n); err == nil {
+			out = append(out, a) // not lock, last_reserved_ip.N, foreign files
 		}
-		b, err := os.ReadFile(filepath.Join(s.dir, name))
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				continue
-			}
-			return fmt.Errorf("reading reservation: %w", err)
-		}
-		s.owners[a] = parseOwner(b)
 	}
-	s.changed = true
-	return nil
+	return out, nil
 }
 
-func needsQuote(s string) bool { return strings.ContainsAny(s, "\t\n\r\"") || s == "" }
-
-func field(s string) string {
-	if needsQuote(s) {
-		return strconv.Quote(s)
-	}
-	return s
+// Empty reports whether the network holds no reservation.
+func (s *Store) Empty() (bool, error) {
+	names, err := s.names()
+	return len(names) == 0, err
 }
 
-func unfield(s string) (string, error) {
-	if strings.HasPrefix(s, `"`) {
-		return strconv.Unquote(s)
-	}
-	return s, nil
-}
-
-// readIndex returns the cached owners when the index exists and its stamp
-// matches.
-func readIndex(path, stamp string) (map[netip.Addr]Owner, bool) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, false
-	}
-	header, rest, _ := bytes.Cut(b, []byte("\n"))
-	if string(header) != indexMagic+" "+stamp {
-		return nil, false
-	}
-	owners := make(map[netip.Addr]Owner, bytes.Count(rest, []byte("\n")))
-	sc := bufio.NewScanner(bytes.NewReader(rest))
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	for sc.Scan() {
-		parts := strings.Split(sc.Text(), "\t")
-		if len(parts) != 4 {
-			return nil, false
-		}
-		a, err := netip.ParseAddr(parts[0])
-		if err != nil {
-			return nil, false
-		}
-		id, err1 := unfield(parts[1])
-		ifname, err2 := unfield(parts[2])
-		if err1 != nil || err2 != nil {
-			return nil, false
-		}
-		owners[a] = Owner{ID: id, IfName: ifname, Legacy: parts[3] == "L"}
-	}
-	return owners, sc.Err() == nil
-}
-
-func (s *Store) saveIndex() error {
-	stamp, err := s.stamp()
-	if err != nil {
-		return err
-	}
-	var buf bytes.Buffer
-	buf.Grow(64 * (len(s.owners) + 1))
-	buf.WriteString(indexMagic + " " + stamp + "\n")
-	for a, o := range s.owners {
-		legacy := "-"
-		if o.Legacy {
-			legacy = "L"
-		}
-		fmt.Fprintf(&buf, "%s\t%s\t%s\t%s\n", a, field(o.ID), field(o.IfName), legacy)
-	}
-	if err := writeAtomic(s.meta, s.indexPath, buf.Bytes()); err != nil {
-		return fmt.Errorf("saving index: %w", err)
-	}
-	s.changed = false
-	return nil
-}
-
-// writeAtomic writes data to a temporary file in tmpDir and renames it to
-// path (same filesystem), so readers see the old or the new content.
-func writeAtomic(tmpDir, path string, data []byte) error {
-	f, err := os.CreateTemp(tmpDir, "tmp-")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
-}
-
-// Owner returns who holds a, if anyone.
+// Owner reads who holds a, if anyone.
 func (s *Store) Owner(a netip.Addr) (Owner, bool) {
-	o, ok := s.owners[a]
-	return o, ok
+	b, err := os.ReadFile(filepath.Join(s.dir, a.String()))
+	if err != nil {
+		return Owner{}, false
+	}
+	return parseOwner(b), true
 }
 
-// Len is the number of reservations.
-func (s *Store) Len() int { return len(s.owners) }
+// ownerAddrs reads an owner file (pending changes first).
+func (s *Store) ownerAddrs(key string) []string {
+	if addrs, ok := s.owners[key]; ok {
+		return addrs
+	}
+	b, err := os.ReadFile(filepath.Join(s.index, "o", key))
+	if err != nil {
+		return nil
+	}
+	return strings.Fields(string(b))
+}
 
-// Owners returns every reservation (the map must not be modified).
-func (s *Store) Owners() map[netip.Addr]Owner { return s.owners }
-
-// ByOwner returns the addresses reserved by (id, ifname), sorted. Each hit
-// is checked against its file; a mismatch means the index was stale
-// despite its stamp, and it is rebuilt.
+// ByOwner returns the addresses reserved by (id, ifname), sorted, legacy
+// reservations of id included. Each is checked against its reservation
+// file; a mismatch means the index was stale despite its stamp, and it is
+// rebuilt.
 func (s *Store) ByOwner(id, ifname string) ([]netip.Addr, error) {
 	for attempt := 0; ; attempt++ {
 		var out []netip.Addr
 		stale := false
-		for a, o := range s.owners {
-			if !o.Is(id, ifname) {
-				continue
+		for _, key := range []string{ownerKey(id, ifname), ownerKey(id, "")} {
+			for _, str := range s.ownerAddrs(key) {
+				a, err := netip.ParseAddr(str)
+				o, ok := s.Owner(a)
+				if err != nil || !ok || !o.Is(id, ifname) {
+					stale = true
+					continue
+				}
+				out = append(out, a)
 			}
-			b, err := os.ReadFile(filepath.Join(s.dir, a.String()))
-			if err != nil || parseOwner(b) != o {
-				stale = true
-				break
-			}
-			out = append(out, a)
 		}
 		if !stale || attempt > 0 {
 			slices.SortFunc(out, netip.Addr.Compare)
-			return out, nil
+			return slices.Compact(out), nil
 		}
 		if err := s.rebuild(); err != nil {
 			return nil, err
@@ -334,30 +343,59 @@ func (s *Store) ByOwner(id, ifname string) ([]netip.Addr, error) {
 	}
 }
 
+func (s *Store) addOwned(o Owner, a netip.Addr) {
+	key := ownerKey(o.ID, o.IfName)
+	s.owners[key] = append(slices.Clone(s.ownerAddrs(key)), a.String())
+}
+
+func (s *Store) dropOwned(o Owner, a netip.Addr) {
+	key := ownerKey(o.ID, o.IfName)
+	s.owners[key] = slices.DeleteFunc(slices.Clone(s.ownerAddrs(key)), func(x string) bool { return x == a.String() })
+}
+
+// Used reports whether a is known to be reserved without touching the disk:
+// false also when the used set has not been loaded (see LoadUsed).
+func (s *Store) Used(a netip.Addr) bool { return s.used[a] }
+
+// LoadUsed lists the directory once so a search can skip reserved
+// addresses in memory.
+func (s *Store) LoadUsed() error {
+	if s.used != nil {
+		return nil
+	}
+	names, err := s.names()
+	if err != nil {
+		return err
+	}
+	s.used = make(map[netip.Addr]bool, len(names))
+	for _, a := range names {
+		s.used[a] = true
+	}
+	return nil
+}
+
 // Reserve creates a's reservation file for o and records a as the last
 // address given from range set rangeID. It returns false when a is taken.
 func (s *Store) Reserve(a netip.Addr, o Owner, rangeID int) (bool, error) {
-	if _, taken := s.owners[a]; taken {
-		return false, nil
-	}
 	path := filepath.Join(s.dir, a.String())
 	ok, err := s.createExclusive(path, []byte(o.content()))
 	if err != nil {
 		return false, fmt.Errorf("reserving %s: %w", a, err)
 	}
 	if !ok {
-		// Taken behind the index's back: learn who holds it.
-		if b, err := os.ReadFile(path); err == nil {
-			s.owners[a] = parseOwner(b)
-			s.changed = true
+		if s.used != nil {
+			s.used[a] = true
 		}
 		return false, nil
 	}
-	s.owners[a] = o
-	s.changed = true
+	s.dirty = true
+	s.addOwned(o, a)
+	if s.used != nil {
+		s.used[a] = true
+	}
 	last := filepath.Join(s.dir, lastIPPrefix+strconv.Itoa(rangeID))
 	if err := writeAtomic(s.meta, last, []byte(a.String())); err != nil {
-		_ = s.Release(a)
+		_ = s.Release(a, o)
 		return false, fmt.Errorf("recording last reserved address: %w", err)
 	}
 	return true, nil
@@ -411,14 +449,16 @@ func (s *Store) createExclusive(path string, data []byte) (bool, error) {
 	}
 }
 
-// Release removes a's reservation; a missing file is not an error.
-func (s *Store) Release(a netip.Addr) error {
+// Release removes a's reservation, held by o; a missing file is not an
+// error.
+func (s *Store) Release(a netip.Addr, o Owner) error {
 	err := os.Remove(filepath.Join(s.dir, a.String()))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("releasing %s: %w", a, err)
 	}
-	delete(s.owners, a)
-	s.changed = true
+	s.dirty = true
+	s.dropOwned(o, a)
+	delete(s.used, a)
 	return nil
 }
 
@@ -430,7 +470,8 @@ func (s *Store) ReleaseOwner(id, ifname string) ([]netip.Addr, error) {
 	}
 	var errs []error
 	for _, a := range addrs {
-		errs = append(errs, s.Release(a))
+		o, _ := s.Owner(a)
+		errs = append(errs, s.Release(a, o))
 	}
 	return addrs, errors.Join(errs...)
 }
@@ -444,4 +485,28 @@ func (s *Store) LastReserved(rangeID int) (netip.Addr, bool) {
 	}
 	a, err := netip.ParseAddr(strings.TrimSpace(string(b)))
 	return a.Unmap(), err == nil
+}
+
+// writeAtomic writes data to a temporary file in tmpDir and renames it to
+// path (same filesystem), so readers see the old or the new content.
+func writeAtomic(tmpDir, path string, data []byte) error {
+	f, err := os.CreateTemp(tmpDir, "tmp-")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
 }

@@ -69,7 +69,7 @@ func SafeName(what, s string) error {
 		return fmt.Errorf("%s is empty", what)
 	}
 	if s == "." || s == ".." || strings.ContainsAny(s, "/\x00") || !nameRE.MatchString(s) || len(s) > 255 {
-		return fmt.Errorf("%s %q: must match %s and not be . or ..", what, s, nameRE)
+		return fmt.Errorf("%s %q: must match %s, and . and .. are not names", what, s, nameRE)
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package bridge_test
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -92,13 +91,6 @@ func ping(t testing.TB, from *nstest.NS, addr string) {
 	}
 }
 
-func noPing(t testing.TB, from *nstest.NS, addr string) {
-	t.Helper()
-	if out, err := from.Exec("ping", "-c", "1", "-W", "1", addr); err == nil {
-		t.Fatalf("ping %s from %s succeeded, want failure\n%s", addr, from.Name, out)
-	}
-}
-
 // ipamFiles lists host-local's reservation files for network.
 func (e *env) ipamFiles(network string) []string {
 	e.t.Helper()
@@ -131,13 +123,4 @@ func setField(plugin int, key string, value any) func(map[string]any) {
 
 func setVersion(v string) func(map[string]any) {
 	return func(m map[string]any) { m["cniVersion"] = v }
-}
-
-func mustJSON(t testing.TB, v any) string {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }

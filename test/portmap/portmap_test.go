@@ -11,7 +11,7 @@ import (
 	"github.com/berthnet/berth/pkg/cni"
 )
 
-var backends = []string{"nftables"}
+var backends = []string{"nftables", "iptables"}
 
 // TestPublishedPorts is `docker run -p 8080:80 -p 5353:53/udp -p
 // 192.0.2.1:9090:80 -p 7000-7002:80` on the Docker-like bridge.

@@ -1,0 +1,484 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/miekg/dns"
+
+	"github.com/berthnet/berth/pkg/cni"
+	"github.com/berthnet/berth/pkg/registry"
+)
+
+const plugin = "dnsname"
+
+// DefaultDataDir holds the registry, the sidecar's socket, pid and log. It
+// is under /run: names must not outlive a reboot.
+const DefaultDataDir = "/run/cni/dnsname"
+
+// Config is the plugin's configuration, a superset of Podman's dnsname
+// plugin ({"type":"dnsname","domainName":"dns.podman","capabilities":{"aliases":true}}).
+type Config struct {
+	types.NetConf
+	// DomainName is the search domain; name.DomainName resolves like name.
+	DomainName string `json:"domainName"`
+	// DataDir holds the registry files and the sidecar's state.
+	DataDir string `json:"dataDir"`
+	// LogFile is where the sidecar logs; default DataDir/dnsname.log.
+	LogFile string `json:"logFile"`
+	// Upstreams ("ip" or "ip:port") get other names; default: the host's
+	// resolv.conf as the sidecar reads it when it starts.
+	Upstreams []string `json:"upstreams"`
+	// Internal networks never forward other names (they are refused).
+	Internal bool `json:"internal"`
+	// DockerCompat would make 127.0.0.11 the container's nameserver, as
+	// Docker does; not supported yet (refused with code 2).
+	DockerCompat bool `json:"dockerCompat"`
+	// Registry selects the backend; default: files under DataDir/registry.
+	Registry *registry.Config `json:"registry"`
+
+	RuntimeConfig struct {
+		Aliases map[string][]string `json:"aliases"`
+	} `json:"runtimeConfig"`
+
+	upstreams []netip.AddrPort
+}
+
+// podArgs are the CNI_ARGS we read: the container's name comes in
+// K8S_POD_NAME from Podman and kubelets.
+type podArgs struct {
+	types.CommonArgs
+	K8S_POD_NAME types.UnmarshallableString //nolint:revive // the wire name
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$`)
+
+// validName checks a name or alias: DNS characters, at most 253 bytes,
+// labels of at most 63.
+func validName(s string) error {
+	if len(s) > 253 || !nameRE.MatchString(s) {
+		return errors.New("must be letters, digits, '_', '-' and '.', not starting or ending with '-' or '.'")
+	}
+	for _, l := range strings.Split(s, ".") {
+		if l == "" || len(l) > 63 {
+			return errors.New("each dot-separated label must have 1 to 63 characters")
+		}
+	}
+	return nil
+}
+
+// errNeverAdded: the config is one no ADD can have succeeded with, so DEL
+// has nothing to undo.
+var errNeverAdded = errors.New("config that ADD refuses")
+
+// parseConfig decodes and validates stdin. For DEL (lenient) only what DEL
+// uses is checked: a config ADD would refuse must not make DEL fail
+// forever, and DEL must succeed when ADD never did.
+func parseConfig(stdin []byte, lenient bool) (*Config, error) {
+	c := &Config{}
+	if err := cni.Decode(plugin, stdin, c); err != nil {
+		return nil, err
+	}
+	if err := cni.SafeName("network name", c.Name); err != nil {
+		return nil, cni.Errorf(cni.CodeInvalidConfig, "%s: %v", plugin, err)
+	}
+	if c.DomainName == "" {
+		c.DomainName = "dns.podman"
+	}
+	c.DomainName = strings.TrimSuffix(c.DomainName, ".")
+	if err := validName(c.DomainName); err != nil && !lenient {
+		return nil, cni.InvalidField(plugin, "domainName", fmt.Sprintf("%q", c.DomainName), err.Error())
+	}
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	if !filepath.IsAbs(c.DataDir) {
+		return nil, cni.InvalidField(plugin, "dataDir", fmt.Sprintf("%q", c.DataDir), "must be an absolute path")
+	}
+	c.DataDir = filepath.Clean(c.DataDir)
+	if c.LogFile == "" {
+		c.LogFile = filepath.Join(c.DataDir, "dnsname.log")
+	}
+	if !filepath.IsAbs(c.LogFile) {
+		return nil, cni.InvalidField(plugin, "logFile", fmt.Sprintf("%q", c.LogFile), "must be an absolute path")
+	}
+	for i, u := range c.Upstreams {
+		ap, err := parseUpstream(u)
+		if err != nil && lenient {
+			continue
+		}
+		if err != nil {
+			return nil, cni.InvalidField(plugin, fmt.Sprintf("upstreams[%d]", i), fmt.Sprintf("%q", u), err.Error())
+		}
+		c.upstreams = append(c.upstreams, ap)
+	}
+	if c.Registry == nil {
+		c.Registry = &registry.Config{}
+	}
+	switch c.Registry.Backend {
+	case "", registry.BackendFile:
+		if c.Registry.Dir == "" {
+			c.Registry.Dir = filepath.Join(c.DataDir, "registry")
+		}
+	case registry.BackendEtcd:
+		if len(c.Registry.Endpoints) == 0 {
+			return nil, cni.InvalidField(plugin, "registry.endpoints", "[]", "the etcd backend needs at least one endpoint")
+		}
+	default:
+		if lenient {
+			return nil, errNeverAdded
+		}
+		return nil, cni.InvalidField(plugin, "registry.backend", fmt.Sprintf("%q", c.Registry.Backend), `must be "file" or "etcd"`)
+	}
+	if lenient {
+		return c, nil
+	}
+	if c.DockerCompat {
+		// Not built yet: a DNAT from 127.0.0.11 in the container's netns
+		// needs a route with a non-loopback source for the reroute after
+		// DNAT to succeed. Refuse rather than silently ignore it.
+		return nil, cni.Errorf(cni.CodeUnsupportedField, "%s: dockerCompat true: not supported yet; remove it (containers get the gateway address as nameserver)", plugin)
+	}
+	for _, a := range c.RuntimeConfig.Aliases[c.Name] {
+		if err := validName(a); err != nil {
+			return nil, cni.InvalidField(plugin, "runtimeConfig.aliases["+c.Name+"]", fmt.Sprintf("%q", a), err.Error())
+		}
+	}
+	return c, nil
+}
+
+// parseUpstream accepts "ip" (port 53) or "ip:port" / "[ip6]:port".
+func parseUpstream(s string) (netip.AddrPort, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.AddrPortFrom(a, 53), nil
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return netip.AddrPort{}, errors.New(`must be an IP address or "ip:port"`)
+	}
+	return ap, nil
+}
+
+func (c *Config) sidecar() sidecarConfig {
+	return sidecarConfig{DataDir: c.DataDir, LogFile: c.LogFile, Registry: *c.Registry}
+}
+
+func openRegistry(c *Config) (registry.Store, error) {
+	s, err := registry.Open(*c.Registry)
+	if err != nil {
+		return nil, cni.Wrap(cni.CodeIOFailure, err, "%s: opening registry", plugin)
+	}
+	return s, nil
+}
+
+// registryTimeout bounds each registry call (etcd may be unreachable).
+const registryTimeout = 10 * time.Second
+
+// buildEntry collects what ADD registers from the args and prevResult.
+func buildEntry(c *Config, args *skel.CmdArgs, prev *current.Result) (*registry.Entry, error) {
+	e := &registry.Entry{
+		Network: c.Name, ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns,
+		DNS:     registry.DNSConfig{Domain: c.DomainName, Internal: c.Internal},
+		Created: time.Now().UTC(),
+	}
+	for _, u := range c.upstreams {
+		e.DNS.Upstreams = append(e.DNS.Upstreams, u.String())
+	}
+	var pa podArgs
+	pa.IgnoreUnknown = true
+	if err := types.LoadArgs(args.Args, &pa); err != nil {
+		return nil, cni.Errorf(cni.CodeInvalidEnv, "%s: CNI_ARGS: %v", plugin, err)
+	}
+	if n := string(pa.K8S_POD_NAME); n != "" {
+		if err := validName(n); err != nil {
+			return nil, cni.Errorf(cni.CodeInvalidEnv, "%s: CNI_ARGS K8S_POD_NAME %q: %v", plugin, n, err)
+		}
+		e.Names = append(e.Names, n)
+	}
+	// Docker resolves the short (12-character) container ID too.
+	short := args.ContainerID
+	if len(short) > 12 {
+		short = short[:12]
+	}
+	if validName(short) == nil && !slices.Contains(e.Names, short) {
+		e.Names = append(e.Names, short)
+	}
+	e.Aliases = append(e.Aliases, c.RuntimeConfig.Aliases[c.Name]...)
+
+	for _, ipc := range prev.IPs {
+		if ipc.Interface != nil && *ipc.Interface >= 0 && *ipc.Interface < len(prev.Interfaces) {
+			// Only addresses of the container's own interfaces name it.
+			if prev.Interfaces[*ipc.Interface].Sandbox == "" {
+				continue
+			}
+		}
+		a, ok := netip.AddrFromSlice(ipc.Address.IP)
+		if !ok {
+			continue
+		}
+		ones, _ := ipc.Address.Mask.Size()
+		e.IPs = append(e.IPs, netip.PrefixFrom(a.Unmap(), ones))
+		if g, ok := netip.AddrFromSlice(ipc.Gateway); ok && ipc.Gateway != nil && !slices.Contains(e.Gateways, g.Unmap()) {
+			e.Gateways = append(e.Gateways, g.Unmap())
+		}
+		if ipc.Interface != nil && *ipc.Interface < len(prev.Interfaces) && e.MAC == "" {
+			e.MAC = prev.Interfaces[*ipc.Interface].Mac
+		}
+	}
+	if len(e.IPs) == 0 {
+		return nil, cni.Errorf(cni.CodeInvalidConfig, "%s: prevResult has no container IP address: chain dnsname after a plugin that assigns one (bridge with ipam)", plugin)
+	}
+	if len(e.Gateways) == 0 {
+		return nil, cni.Errorf(cni.CodeInvalidConfig, "%s: prevResult has no gateway address to serve DNS on: set isGateway on the bridge", plugin)
+	}
+	return e, nil
+}
+
+func cmdAdd(args *skel.CmdArgs) error {
+	c, err := parseConfig(args.StdinData, false)
+	if err != nil {
+		return err
+	}
+	prev, err := cni.PrevResult(plugin, &c.NetConf)
+	if err != nil {
+		return err
+	}
+	if prev == nil {
+		return cni.Errorf(cni.CodeInvalidConfig, "%s: no prevResult: dnsname must be chained after bridge (or another plugin that assigns IPs)", plugin)
+	}
+	if err := cni.SafeContainerID(args.ContainerID); err != nil {
+		return cni.Errorf(cni.CodeInvalidEnv, "%s: %v", plugin, err)
+	}
+	if err := cni.SafeName("interface name", args.IfName); err != nil {
+		return cni.Errorf(cni.CodeInvalidEnv, "%s: %v", plugin, err)
+	}
+	e, err := buildEntry(c, args, prev)
+	if err != nil {
+		return err
+	}
+	store, err := openRegistry(c)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)
+	defer cancel()
+
+	if err := store.Put(ctx, e); err != nil {
+		return cni.Wrap(cni.CodeIOFailure, err, "%s: registering %s", plugin, args.ContainerID)
+	}
+	committed := false
+	defer func() {
+		if committed {
+			return
+		}
+		// Undo: forget the entry, and tell a running sidecar (which exits if
+		// that was its last name).
+		_ = store.Delete(context.Background(), e.Network, e.ContainerID, e.IfName)
+		_ = notify(c.sidecar(), request{Op: opDel, Network: e.Network, ContainerID: e.ContainerID, IfName: e.IfName}, false)
+	}()
+	if err := notify(c.sidecar(), request{Op: opPut, Network: e.Network, ContainerID: e.ContainerID, IfName: e.IfName}, true); err != nil {
+		return cni.Wrap(cni.CodeTryAgain, err, "%s: dns server", plugin)
+	}
+
+	res := prev
+	var servers []string
+	for _, g := range e.Gateways {
+		servers = append(servers, g.String())
+	}
+	res.DNS.Nameservers = prepend(res.DNS.Nameservers, servers...)
+	res.DNS.Search = prepend(res.DNS.Search, c.DomainName)
+	if res.DNS.Domain == "" {
+		res.DNS.Domain = c.DomainName
+	}
+	committed = true
+	return cni.Print(res, c.CNIVersion)
+}
+
+// prepend puts vals first, without duplicates.
+func prepend(list []string, vals ...string) []string {
+	out := append([]string(nil), vals...)
+	for _, s := range list {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func cmdDel(args *skel.CmdArgs) error {
+	c, err := parseConfig(args.StdinData, true)
+	if errors.Is(err, errNeverAdded) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if cni.SafeContainerID(args.ContainerID) != nil || cni.SafeName("interface name", args.IfName) != nil {
+		// Nothing can have been registered under such a key.
+		return nil
+	}
+	store, err := openRegistry(c)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)
+	defer cancel()
+	if err := store.Delete(ctx, c.Name, args.ContainerID, args.IfName); err != nil {
+		return cni.Wrap(cni.CodeIOFailure, err, "%s: unregistering %s", plugin, args.ContainerID)
+	}
+	if err := notify(c.sidecar(), request{Op: opDel, Network: c.Name, ContainerID: args.ContainerID, IfName: args.IfName}, false); err != nil {
+		return cni.Wrap(cni.CodeTryAgain, err, "%s: dns server", plugin)
+	}
+	// The DNAT of dockerCompat lives in the container's namespace and goes
+	// with it; nothing to undo here.
+	return nil
+}
+
+func cmdCheck(args *skel.CmdArgs) error {
+	c, err := parseConfig(args.StdinData, false)
+	if err != nil {
+		return err
+	}
+	prev, err := cni.PrevResult(plugin, &c.NetConf)
+	if err != nil {
+		return err
+	}
+	if prev == nil {
+		return cni.Errorf(cni.CodeInvalidConfig, "%s: CHECK needs a prevResult", plugin)
+	}
+	store, err := openRegistry(c)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)
+	defer cancel()
+	e, err := store.Get(ctx, c.Name, args.ContainerID, args.IfName)
+	if errors.Is(err, registry.ErrNotFound) {
+		return cni.Errorf(cni.CodeUnknownContainer, "%s: container %s (%s) is not registered on network %s", plugin, args.ContainerID, args.IfName, c.Name)
+	}
+	if err != nil {
+		return cni.Wrap(cni.CodeIOFailure, err, "%s: registry", plugin)
+	}
+	want, err := buildEntry(c, args, prev)
+	if err != nil {
+		return err
+	}
+	if !slices.Equal(e.IPs, want.IPs) {
+		return cni.Errorf(cni.CodeInvalidConfig, "%s: registered addresses %v differ from prevResult's %v", plugin, e.IPs, want.IPs)
+	}
+	return checkServer(e)
+}
+
+// checkServer asks the sidecar, over DNS on the gateway, for the entry's
+// first name and expects the entry's addresses back.
+func checkServer(e *registry.Entry) error {
+	name := ""
+	if len(e.Names) > 0 {
+		name = e.Names[0]
+	} else if len(e.Aliases) > 0 {
+		name = e.Aliases[0]
+	}
+	if name == "" {
+		return nil
+	}
+	cl := &dns.Client{Timeout: 2 * time.Second}
+	for _, g := range e.Gateways {
+		srv := netip.AddrPortFrom(g, 53).String()
+		for _, ip := range e.IPs {
+			qt := dns.TypeA
+			if ip.Addr().Is6() {
+				qt = dns.TypeAAAA
+			}
+			resp, _, err := cl.Exchange(new(dns.Msg).SetQuestion(dns.Fqdn(name+"."+e.DNS.Domain), qt), srv)
+			if err != nil {
+				return cni.Errorf(cni.CodePluginNotAvailable, "%s: dns server %s: %v", plugin, srv, err)
+			}
+			found := false
+			for _, rr := range resp.Answer {
+				if strings.HasSuffix(rr.String(), "\t"+ip.Addr().String()) {
+					found = true
+				}
+			}
+			if !found {
+				return cni.Errorf(cni.CodeLimitedConnectivity, "%s: dns server %s answers %s for %s, want %s", plugin, srv, dns.RcodeToString[resp.Rcode], name, ip.Addr())
+			}
+		}
+	}
+	return nil
+}
+
+func cmdGC(args *skel.CmdArgs) error {
+	c, err := parseConfig(args.StdinData, false)
+	if err != nil {
+		return err
+	}
+	var gc struct {
+		ValidAttachments []types.GCAttachment `json:"cni.dev/valid-attachments"`
+	}
+	if err := cni.Decode(plugin, args.StdinData, &gc); err != nil {
+		return err
+	}
+	valid := cni.ValidSet(gc.ValidAttachments)
+	store, err := openRegistry(c)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)
+	defer cancel()
+	entries, err := store.List(ctx, c.Name)
+	if err != nil {
+		return cni.Wrap(cni.CodeIOFailure, err, "%s: gc", plugin)
+	}
+	removed := 0
+	for _, e := range entries {
+		if valid[e.Key()] {
+			continue
+		}
+		if err := store.Delete(ctx, e.Network, e.ContainerID, e.IfName); err != nil {
+			return cni.Wrap(cni.CodeIOFailure, err, "%s: gc", plugin)
+		}
+		removed++
+	}
+	if removed > 0 {
+		if err := notify(c.sidecar(), request{Op: opReload, Network: c.Name}, false); err != nil {
+			return cni.Wrap(cni.CodeTryAgain, err, "%s: gc: dns server", plugin)
+		}
+	}
+	return nil
+}
+
+func cmdStatus(args *skel.CmdArgs) error {
+	c, err := parseConfig(args.StdinData, false)
+	if err != nil {
+		return err
+	}
+	store, err := openRegistry(c)
+	if err != nil {
+		return cni.Wrap(cni.CodePluginNotAvailable, err, "%s", plugin)
+	}
+	defer store.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)
+	defer cancel()
+	if _, err := store.Networks(ctx); err != nil {
+		return cni.Wrap(cni.CodePluginNotAvailable, err, "%s: registry", plugin)
+	}
+	if _, err := os.Stat(c.DataDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return cni.Errorf(cni.CodePluginNotAvailable, "%s: dataDir: %v", plugin, err)
+	}
+	return nil
+}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -20,6 +21,13 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 4 && os.Args[1] == httpdArg {
+		if err := serveHTTP(os.Args[2], os.Args[3]); err != nil {
+			fmt.Fprintln(os.Stderr, "httpd:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "demo: needs root (network namespaces): sudo make demo")
 		os.Exit(1)
@@ -56,6 +64,7 @@ type demo struct {
 	rt       *sandbox.Runtime
 	dels     []func()
 	nss      []*sandbox.NS
+	procs    []*exec.Cmd
 }
 
 func newDemo() (*demo, error) {
@@ -93,11 +102,17 @@ func (d *demo) newNS(label string) (*sandbox.NS, error) {
 	return n, nil
 }
 
-func (d *demo) cleanup() {
+func (d *demo) removeContainers() {
+	stopProcs(d.procs)
+	d.procs = nil
 	for i := len(d.dels) - 1; i >= 0; i-- {
 		d.dels[i]()
 	}
 	d.dels = nil
+}
+
+func (d *demo) cleanup() {
+	d.removeContainers()
 	for i := len(d.nss) - 1; i >= 0; i-- {
 		if err := d.nss[i].Delete(); err != nil {
 			fmt.Fprintln(os.Stderr, "cleanup:", err)
@@ -171,6 +186,31 @@ func (d *demo) run() error {
 		fmt.Printf("\n== %s\n", s.title)
 		if err := s.run(d); err != nil {
 			return fmt.Errorf("%s: %w", s.title, err)
+		}
+		// docker rm -f: DEL every container of the scenario, so the next
+		// one starts from an empty host.
+		d.removeContainers()
+	}
+	return nil
+}
+
+// uplink links ns to the host namespace as an outside network:
+// host "eth0" 192.0.2.1/24, ns "eth0" 192.0.2.2/24 with a default route
+// via the host.
+func (d *demo) uplink(ns *sandbox.NS) error {
+	tmp := d.prefix + "up"
+	cmds := [][]string{
+		{"ip", "link", "add", tmp, "netns", d.host.Name, "type", "veth", "peer", "name", "eth0", "netns", ns.Name},
+		{"ip", "-n", d.host.Name, "link", "set", tmp, "name", "eth0"},
+		{"ip", "-n", d.host.Name, "addr", "add", "192.0.2.1/24", "dev", "eth0"},
+		{"ip", "-n", d.host.Name, "link", "set", "eth0", "up"},
+		{"ip", "-n", ns.Name, "addr", "add", "192.0.2.2/24", "dev", "eth0"},
+		{"ip", "-n", ns.Name, "link", "set", "eth0", "up"},
+		{"ip", "-n", ns.Name, "route", "add", "default", "via", "192.0.2.1"},
+	}
+	for _, c := range cmds {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %w: %s", c, err, out)
 		}
 	}
 	return nil

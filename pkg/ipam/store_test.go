@@ -227,7 +227,7 @@ func TestSubnetsChoose(t *testing.T) {
 	small := []Pool{{Base: netip.MustParsePrefix("10.20.0.0/23"), Size: 24}}
 	_, err = s.Choose("d", "0.0", small, []netip.Prefix{netip.MustParsePrefix("10.20.0.0/22")})
 	var ce *types.Error
-	if !errors.As(err, &ce) || ce.Code != cni.CodeAddressExhausted || !strings.Contains(ce.Msg, "10.20.0.0/23/24") {
+	if !errors.As(err, &ce) || ce.Code != cni.CodeAddressExhausted || !strings.Contains(ce.Msg, "10.20.0.0/23 as /24s") {
 		t.Errorf("exhausted pool: got %v, want code 100 naming the pool", err)
 	}
 	s.Close()

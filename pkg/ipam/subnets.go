@@ -124,7 +124,7 @@ func (s *Subnets) Choose(network, key string, pools []Pool, avoid []netip.Prefix
 	}
 	var names []string
 	for _, p := range pools {
-		names = append(names, fmt.Sprintf("%s/%d", p.Base, p.Size))
+		names = append(names, fmt.Sprintf("%s as /%ds", p.Base, p.Size))
 	}
 	sort.Strings(names)
 	return netip.Prefix{}, cni.Errorf(cni.CodeAddressExhausted,

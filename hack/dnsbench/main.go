@@ -206,8 +206,10 @@ func run() error {
 			fmt.Printf("%-12s %-10s %12.0f %12.3f %12.3f\n", s.label, kind.label, qps, p50*1000, p99*1000)
 		}
 	}
-	if rss, err := vmRSS(sidecarPID); err == nil {
-		fmt.Printf("berth sidecar resident memory with %d names: %.1f MB\n", *nNames, float64(rss)/1024)
+	if rss, err := vmRSS(sidecarPID, "VmRSS:"); err == nil {
+		anon, _ := vmRSS(sidecarPID, "RssAnon:")
+		file, _ := vmRSS(sidecarPID, "RssFile:")
+		fmt.Printf("berth sidecar resident memory with %d names: %.1f MB (anon %.1f, file %.1f)\n", *nNames, float64(rss)/1024, float64(anon)/1024, float64(file)/1024)
 	}
 	fmt.Println("note: dnsmasq caches forwarded answers (the others do not), so its forwarded figures measure its cache")
 	return nil
@@ -413,16 +415,16 @@ func latency(client, server, file string) (p50, p99 float64, err error) {
 	return lat[len(lat)*50/100], lat[len(lat)*99/100], nil
 }
 
-func vmRSS(pid int) (int, error) {
+func vmRSS(pid int, field string) (int, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "VmRSS:") {
+		if strings.HasPrefix(l, field) {
 			f := strings.Fields(l)
 			return strconv.Atoi(f[1])
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS")
+	return 0, fmt.Errorf("no %s", field)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 
@@ -120,5 +121,24 @@ func TestLastAddr(t *testing.T) {
 		if got := lastAddr(netip.MustParsePrefix(tt.in)).String(); got != tt.want {
 			t.Errorf("lastAddr(%s): got %s, want %s", tt.in, got, tt.want)
 		}
+	}
+}
+
+func TestParseResolvConf(t *testing.T) {
+	path := t.TempDir() + "/resolv.conf"
+	content := "# comment\n; other\nnameserver 10.0.0.53\nnameserver fd00::53\ndomain example.test\nsearch a.test b.test\noptions ndots:2 edns0\nbogus\n"
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dns, err := ParseResolvConf(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprintf("%v|%s|%v|%v", dns.Nameservers, dns.Domain, dns.Search, dns.Options)
+	if want := "[10.0.0.53 fd00::53]|example.test|[a.test b.test]|[ndots:2 edns0]"; got != want {
+		t.Errorf("got %s, want %s", got, want)
+	}
+	if _, err := ParseResolvConf(path + ".missing"); err == nil {
+		t.Error("missing file: got nil error")
 	}
 }

@@ -506,6 +506,10 @@ func writeAtomic(tmpDir, path string, data []byte) error {
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
+		if errors.Is(err, unix.EXDEV) {
+			// path is on another filesystem than tmpDir: plain write.
+			return os.WriteFile(path, data, 0o600)
+		}
 		return err
 	}
 	return nil

@@ -378,3 +378,33 @@ func TestBadConfigs(t *testing.T) {
 		})
 	}
 }
+
+func TestResolvConfAndRoutes(t *testing.T) {
+	e := newEnv(t)
+	path := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(path, []byte("nameserver 10.1.0.53\nsearch svc.test\noptions ndots:3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ipam := fmt.Sprintf(`{"type":"host-local","subnet":"10.1.0.0/24","resolvConf":%q,"routes":[{"dst":"0.0.0.0/0"},{"dst":"192.168.7.0/24","gw":"10.1.0.254"}]}`, path)
+	res := e.mustAdd(e.list("1.0.0", "net1", ipam), e.att("c1"))
+	got := fmt.Sprintf("%v %v %v", res.DNS.Nameservers, res.DNS.Search, res.DNS.Options)
+	if want := "[10.1.0.53] [svc.test] [ndots:3]"; got != want {
+		t.Errorf("dns: got %s, want %s", got, want)
+	}
+	var routes []string
+	for _, r := range res.Routes {
+		routes = append(routes, fmt.Sprintf("%s via %v", r.Dst.String(), r.GW))
+	}
+	if got, want := strings.Join(routes, ", "), "0.0.0.0/0 via <nil>, 192.168.7.0/24 via 10.1.0.254"; got != want {
+		t.Errorf("routes: got %s, want %s", got, want)
+	}
+	// A resolvConf that cannot be read fails the ADD and reserves nothing.
+	bad := strings.Replace(ipam, path, path+".missing", 1)
+	_, err := e.add(e.list("1.0.0", "net2", bad), e.att("c1"))
+	if ce := cniErr(t, err); ce.Code != cni.CodeInvalidConfig || !strings.HasPrefix(ce.Msg, "host-local: resolvConf "+path+".missing: open") {
+		t.Fatalf("got %d %q", ce.Code, ce.Msg)
+	}
+	if got := e.reservations("net2"); got != "" {
+		t.Fatalf("net2 files: got %s, want none", got)
+	}
+}

@@ -31,7 +31,8 @@ lint:
 demo: deps build
 	$(GO) run ./hack/demo
 
-bench: deps build
+bench: build
+	@BENCH=1 bash hack/install-deps.sh
 	$(GO) run ./hack/bench $(BENCH_ARGS)
 
 install: build

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -103,26 +104,30 @@ func checkContainer(cont *link.NS, ifName string, prev *current.Result) error {
 		return fmt.Errorf("routes of %s: %w", ifName, err)
 	}
 	for _, want := range prev.Routes {
-		found := false
-		for _, r := range routes {
-			dst := r.Dst
-			if dst == nil || (want.Dst.IP.IsUnspecified() && dst.IP.IsUnspecified()) {
-				if ones, _ := want.Dst.Mask.Size(); ones == 0 && (dst == nil || dst.IP.IsUnspecified()) && (link.IsV4(want.Dst.IP) == (r.Family == netlink.FAMILY_V4)) {
-					found = true
-					break
-				}
-				continue
-			}
-			if dst.String() == want.Dst.String() {
-				found = true
-				break
-			}
-		}
-		if !found {
+		if !hasRoute(routes, want.Dst) {
 			return fmt.Errorf("%s lacks route to %s", ifName, want.Dst.String())
 		}
 	}
 	return nil
+}
+
+// hasRoute reports whether routes has one to dst. Netlink gives a default
+// route a nil Dst: it is read as 0.0.0.0/0 or ::/0 by its family.
+func hasRoute(routes []netlink.Route, dst net.IPNet) bool {
+	for _, r := range routes {
+		got := r.Dst
+		if got == nil {
+			if r.Family == netlink.FAMILY_V4 {
+				got = &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+			} else {
+				got = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+			}
+		}
+		if got.String() == dst.String() {
+			return true
+		}
+	}
+	return false
 }
 
 // cmdGC releases IPAM reservations and masquerade rules of attachments

@@ -65,62 +65,43 @@ func (d ipamDriver) add() (*current.Result, error) {
 	return res, nil
 }
 
-func (d ipamDriver) del() error {
+// do runs one result-less command: inproc on the parsed config when
+// host-local runs in-process, else delegated by exec.
+func (d ipamDriver) do(inproc func(*ipam.Config) error, delegate func(context.Context, string, []byte, invoke.Exec) error) error {
 	if d.none() {
 		return nil
 	}
-	if d.inProcess() {
-		c, err := d.config()
-		if err != nil {
-			return err
-		}
-		return d.wrap(ipam.Del(c, d.args.ContainerID, d.args.IfName))
+	if !d.inProcess() {
+		return delegate(context.Background(), d.conf.IPAM.Type, d.args.StdinData, nil)
 	}
-	return d.wrap(invoke.DelegateDel(context.Background(), d.conf.IPAM.Type, d.args.StdinData, nil))
+	c, err := ipam.Parse(d.args.StdinData, d.args.Args)
+	if err != nil {
+		return err
+	}
+	return inproc(c)
+}
+
+func (d ipamDriver) del() error {
+	return d.wrap(d.do(func(c *ipam.Config) error {
+		return ipam.Del(c, d.args.ContainerID, d.args.IfName)
+	}, invoke.DelegateDel))
 }
 
 func (d ipamDriver) check(prev *current.Result) error {
-	if d.none() {
-		return nil
-	}
-	if d.inProcess() {
-		c, err := d.config()
-		if err != nil {
-			return err
-		}
-		return d.wrap(ipam.Check(c, d.args.ContainerID, d.args.IfName, prev))
-	}
-	return d.wrap(invoke.DelegateCheck(context.Background(), d.conf.IPAM.Type, d.args.StdinData, nil))
+	return d.wrap(d.do(func(c *ipam.Config) error {
+		return ipam.Check(c, d.args.ContainerID, d.args.IfName, prev)
+	}, invoke.DelegateCheck))
 }
 
 func (d ipamDriver) gc() error {
-	if d.none() {
-		return nil
-	}
-	if d.inProcess() {
-		c, err := d.config()
-		if err != nil {
-			return err
-		}
-		return d.wrap(ipam.GC(c, cni.ValidSet(d.conf.ValidAttachments)))
-	}
-	return d.wrap(invoke.DelegateGC(context.Background(), d.conf.IPAM.Type, d.args.StdinData, nil))
+	return d.wrap(d.do(func(c *ipam.Config) error {
+		return ipam.GC(c, cni.ValidSet(d.conf.ValidAttachments))
+	}, invoke.DelegateGC))
 }
 
+// status is code 50 (not available) whatever the IPAM's own code.
 func (d ipamDriver) status() error {
-	if d.none() {
-		return nil
-	}
-	var err error
-	if d.inProcess() {
-		var c *ipam.Config
-		if c, err = ipam.Parse(d.args.StdinData, d.args.Args); err == nil {
-			err = ipam.Status(c)
-		}
-	} else {
-		err = invoke.DelegateStatus(context.Background(), d.conf.IPAM.Type, d.args.StdinData, nil)
-	}
-	if err != nil {
+	if err := d.do(ipam.Status, invoke.DelegateStatus); err != nil {
 		return cni.Wrap(cni.CodePluginNotAvailable, err, "%s: ipam %s", plugin, d.conf.IPAM.Type)
 	}
 	return nil

@@ -61,6 +61,10 @@ func TestDefaultBridge(t *testing.T) {
 	if err := e.RT.Check(ctx, list, c1.RC); err != nil {
 		t.Fatalf("CHECK after ADD: %v", err)
 	}
+	c2.NS.MustExec(t, "ip", "route", "del", "default")
+	if err := e.RT.Check(ctx, list, c2.RC); err == nil || !strings.Contains(err.Error(), "lacks route to 0.0.0.0/0") {
+		t.Fatalf("CHECK after removing the default route: got %v, want an error naming 0.0.0.0/0", err)
+	}
 	c1.NS.MustExec(t, "ip", "addr", "del", ip1+"/16", "dev", "eth0")
 	err := e.RT.Check(ctx, list, c1.RC)
 	if err == nil || !strings.Contains(err.Error(), "lacks address "+ip1) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"net"
 	"os"
 	"path/filepath"
@@ -52,9 +53,23 @@ func TestRuntimeConfigs(t *testing.T) {
 				})
 				killSidecar(t, w)
 			}
-			list := w.Conflist(nstest.Example(t, tc.example), patches...)
+			raw := nstest.Example(t, tc.example)
+			list := w.Conflist(raw, patches...)
 			if list.Name != "mynet" {
 				t.Fatalf("network name: got %q, want mynet", list.Name)
+			}
+			if !tc.podman {
+				// nerdctl derives the ID from the name and the bridge
+				// from the ID (pkg/netutil: networkID, "br-"+id[:12]).
+				var nc struct {
+					ID string `json:"nerdctlID"`
+				}
+				if err := json.Unmarshal(raw, &nc); err != nil {
+					t.Fatal(err)
+				}
+				if want := containerID(list.Name); nc.ID != want || "br-"+want[:12] != tc.bridge {
+					t.Fatalf("nerdctlID: got %s (bridge %s), want %s (bridge br-%s)", nc.ID, tc.bridge, want, want[:12])
+				}
 			}
 
 			var ctrs []*nstest.Container
@@ -97,7 +112,8 @@ func TestRuntimeConfigs(t *testing.T) {
 	}
 }
 
-// containerID is a 64-hex-digit ID as the engines make, derived from name.
+// containerID is a 64-hex-digit ID derived from name, as nerdctl derives a
+// network's ID (sha256 of the name); containers get such IDs too.
 func containerID(name string) string {
 	sum := sha256.Sum256([]byte(name))
 	return hex.EncodeToString(sum[:])

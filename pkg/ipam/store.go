@@ -26,21 +26,24 @@ import (
 // berth adds, outside the network directories so the reference never reads
 // them:
 //
-//	<dataDir>/.berth/index/<network>/stamp       the network dir's state after berth's last change
-//	<dataDir>/.berth/index/<network>/o/<sha256>  addresses of one (containerID, ifname)
-//	<dataDir>/.berth/subnets.json                automatic subnets chosen per network
+//	<dataDir>/.berth/index/<network>/stamp    the network dir's state after berth's last change
+//	<dataDir>/.berth/index/<network>/o/<xx>   "<key> <ip>" lines for the owners whose key starts with xx
+//	<dataDir>/.berth/subnets.json             automatic subnets chosen per network
 //
-// The reference reads every file of the network on every ADD and DEL to
-// find an attachment's addresses; berth reads one owner file. The owner
-// files are trusted only while the network directory's inode, mtime and
-// ctime are those recorded in stamp after berth's last change: a
-// reservation created or removed by anyone else (a reference binary)
-// changes them, and the owner files are rebuilt from the reservation
-// files. (Since Linux 6.13 a change following a stat gets a fine-grained
-// timestamp, so even a foreign change within the same clock tick shows.)
-// Every owner-file hit is also checked against its reservation file.
-// Allocation never depends on the index: reservation files are created
-// exclusively, so an address taken behind berth's back is found taken.
+// where key is the SHA-256 of "<containerID>\r\n<ifname>" in hex. The
+// reference reads every file of the network on every ADD and DEL to find
+// an attachment's addresses; berth reads one of 256 bucket files (about 40
+// lines at 10,000 reservations), and a rebuild writes at most 256 files
+// whatever the number of reservations. The buckets are trusted only while
+// the network directory's inode, mtime and ctime are those recorded in
+// stamp after berth's last change: a reservation created or removed by
+// anyone else (a reference binary) changes them, and the buckets are
+// rebuilt from the reservation files. (Since Linux 6.13 a change following
+// a stat gets a fine-grained timestamp, so even a foreign change within the
+// same clock tick shows.) Every index hit is also checked against its
+// reservation file. Allocation never depends on the index: reservation
+// files are created exclusively, so an address taken behind berth's back
+// is found taken.
 const (
 	metaDirName  = ".berth"
 	lockName     = "lock"
@@ -64,7 +67,7 @@ func (o Owner) Is(id, ifname string) bool {
 
 func (o Owner) content() string { return o.ID + lineBreak + o.IfName }
 
-// key names the owner file; a legacy owner shares its container's key
+// key names an owner in the index; a legacy owner shares its container's key
 // with ifname "".
 func ownerKey(id, ifname string) string {
 	h := sha256.Sum256([]byte(id + lineBreak + ifname))
@@ -82,13 +85,16 @@ func parseOwner(b []byte) Owner {
 // Store is one network's reservations, locked for the caller's exclusive
 // use from Open to Close.
 type Store struct {
-	dir    string // <dataDir>/<network>
-	meta   string // <dataDir>/.berth
-	index  string // <dataDir>/.berth/index/<network>
-	lock   *os.File
-	dirty  bool                // the network dir changed: save the stamp on Close
-	owners map[string][]string // owner files to write on Close: key -> addresses
-	used   map[netip.Addr]bool // every reserved address, loaded on demand
+	dir   string // <dataDir>/<network>
+	meta  string // <dataDir>/.berth
+	index string // <dataDir>/.berth/index/<network>
+	lock  *os.File
+	dirty bool // the network dir changed: save the stamp on Close
+	// buckets are the loaded owner buckets (prefix -> key -> addresses);
+	// those in changed are written on Close.
+	buckets map[string]map[string][]string
+	changed map[string]bool
+	used    map[netip.Addr]bool // every reserved address, loaded on demand
 }
 
 // ErrNoStore is returned by Open with create=false when the network has no
@@ -109,7 +115,8 @@ func Open(dataDir, network string, create bool) (*Store, error) {
 	}
 	// .berth/index/<network>/o is made by rebuild, which runs whenever
 	// there is no matching stamp, so it exists whenever the stamp matches.
-	s := &Store{dir: dir, meta: meta, index: filepath.Join(meta, "index", network), owners: map[string][]string{}}
+	s := &Store{dir: dir, meta: meta, index: filepath.Join(meta, "index", network),
+		buckets: map[string]map[string][]string{}, changed: map[string]bool{}}
 	lock, err := lockFile(filepath.Join(dir, lockName))
 	if err != nil {
 		return nil, err
@@ -142,7 +149,7 @@ func lockFile(path string) (*os.File, error) {
 	return f, nil
 }
 
-// Close writes the owner files and the stamp if anything changed, and
+// Close writes the changed owner buckets and the stamp if anything changed, and
 // releases the lock. The stamp goes last: a crash before it leaves a stamp
 // that no longer matches, and the next Open rebuilds.
 func (s *Store) Close() error {
@@ -154,24 +161,31 @@ func (s *Store) Close() error {
 }
 
 func (s *Store) flush() error {
-	for key, addrs := range s.owners {
-		path := filepath.Join(s.index, "o", key)
+	for prefix := range s.changed {
+		path := filepath.Join(s.index, "o", prefix)
+		var buf strings.Builder
+		for key, addrs := range s.buckets[prefix] {
+			for _, a := range addrs {
+				buf.WriteString(key + " " + a + "\n")
+			}
+		}
 		var err error
-		if len(addrs) == 0 {
+		if buf.Len() == 0 {
 			err = os.Remove(path)
 			if errors.Is(err, fs.ErrNotExist) {
 				err = nil
 			}
 		} else {
-			// In place, like the stamp: a torn owner file fails ByOwner's
-			// check against the reservation files and is rebuilt.
-			err = os.WriteFile(path, []byte(strings.Join(addrs, "\n")+"\n"), 0o600)
+			// In place, not renamed: a bucket only changes along with the
+			// network directory, so a crash mid-write leaves a stamp that
+			// no longer matches and the next Open rebuilds.
+			err = os.WriteFile(path, []byte(buf.String()), 0o600)
 		}
 		if err != nil {
 			return fmt.Errorf("saving index: %w", err)
 		}
 	}
-	clear(s.owners)
+	clear(s.changed)
 	if !s.dirty {
 		return nil
 	}
@@ -196,7 +210,7 @@ func (s *Store) stamp() (string, error) {
 	return fmt.Sprintf("%d %d.%09d %d.%09d", st.Ino, st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec), nil
 }
 
-// validate rebuilds the owner files unless the stamp shows that nobody but
+// validate rebuilds the owner buckets unless the stamp shows that nobody but
 // berth changed the network since they were written.
 func (s *Store) validate() error {
 	want, err := s.stamp()
@@ -209,14 +223,14 @@ func (s *Store) validate() error {
 	return s.rebuild()
 }
 
-// rebuild reads every reservation file and rewrites the owner files.
+// rebuild reads every reservation file and rewrites the owner buckets.
 func (s *Store) rebuild() error {
 	all, err := s.Scan()
 	if err != nil {
 		return err
 	}
 	// Remove the stamp first: a crash in the middle must not leave
-	// half-written owner files that a matching stamp would vouch for.
+	// half-written buckets that a matching stamp would vouch for.
 	if err := os.Remove(filepath.Join(s.index, stampName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("rebuilding index: %w", err)
 	}
@@ -227,7 +241,12 @@ func (s *Store) rebuild() error {
 	if err := os.MkdirAll(odir, 0o700); err != nil {
 		return fmt.Errorf("rebuilding index: %w", err)
 	}
-	clear(s.owners)
+	clear(s.buckets)
+	for i := 0; i < 256; i++ {
+		prefix := fmt.Sprintf("%02x", i)
+		s.buckets[prefix] = map[string][]string{}
+		s.changed[prefix] = true
+	}
 	addrs := make([]netip.Addr, 0, len(all))
 	for a := range all {
 		addrs = append(addrs, a)
@@ -236,7 +255,7 @@ func (s *Store) rebuild() error {
 	for _, a := range addrs {
 		o := all[a]
 		key := ownerKey(o.ID, o.IfName)
-		s.owners[key] = append(s.owners[key], a.String())
+		s.buckets[key[:2]][key] = append(s.buckets[key[:2]][key], a.String())
 	}
 	s.used = make(map[netip.Addr]bool, len(all))
 	for a := range all {
@@ -302,17 +321,24 @@ func (s *Store) Owner(a netip.Addr) (Owner, bool) {
 	return parseOwner(b), true
 }
 
-// ownerAddrs reads an owner file (pending changes first).
-func (s *Store) ownerAddrs(key string) []string {
-	if addrs, ok := s.owners[key]; ok {
-		return addrs
+// bucket loads (once) the owner bucket holding key.
+func (s *Store) bucket(key string) map[string][]string {
+	prefix := key[:2]
+	if b, ok := s.buckets[prefix]; ok {
+		return b
 	}
-	b, err := os.ReadFile(filepath.Join(s.index, "o", key))
-	if err != nil {
-		return nil
+	b := map[string][]string{}
+	data, _ := os.ReadFile(filepath.Join(s.index, "o", prefix))
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, a, ok := strings.Cut(line, " "); ok {
+			b[k] = append(b[k], a)
+		}
 	}
-	return strings.Fields(string(b))
+	s.buckets[prefix] = b
+	return b
 }
+
+func (s *Store) ownerAddrs(key string) []string { return s.bucket(key)[key] }
 
 // ByOwner returns the addresses reserved by (id, ifname), sorted, legacy
 // reservations of id included. Each is checked against its reservation
@@ -345,12 +371,18 @@ func (s *Store) ByOwner(id, ifname string) ([]netip.Addr, error) {
 
 func (s *Store) addOwned(o Owner, a netip.Addr) {
 	key := ownerKey(o.ID, o.IfName)
-	s.owners[key] = append(slices.Clone(s.ownerAddrs(key)), a.String())
+	b := s.bucket(key)
+	b[key] = append(b[key], a.String())
+	s.changed[key[:2]] = true
 }
 
 func (s *Store) dropOwned(o Owner, a netip.Addr) {
 	key := ownerKey(o.ID, o.IfName)
-	s.owners[key] = slices.DeleteFunc(slices.Clone(s.ownerAddrs(key)), func(x string) bool { return x == a.String() })
+	b := s.bucket(key)
+	if b[key] = slices.DeleteFunc(b[key], func(x string) bool { return x == a.String() }); len(b[key]) == 0 {
+		delete(b, key)
+	}
+	s.changed[key[:2]] = true
 }
 
 // Used reports whether a is known to be reserved without touching the disk:

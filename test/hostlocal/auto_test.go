@@ -2,7 +2,11 @@ package hostlocal
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/berthnet/berth/internal/nstest"
@@ -73,5 +77,38 @@ func TestAutoSubnetExhausted(t *testing.T) {
 	}
 	if got := e.reservations("nY"); got != "" {
 		t.Fatalf("nY files after failed ADD: got %s, want none", got)
+	}
+}
+
+// TestAutoSubnetConcurrent: first ADDs of eight auto networks at once (eight
+// plugin processes) get eight different subnets.
+func TestAutoSubnetConcurrent(t *testing.T) {
+	e := newEnv(t)
+	ipam := `{"type":"host-local","ranges":[[{"subnet":"auto"}]],"subnetPools":[{"base":"10.64.0.0/16","size":24}]}`
+	const n = 8
+	got := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		l := e.list("1.0.0", fmt.Sprintf("auto%d", i), ipam)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := e.add(l, e.att("c1"))
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			got[i] = res.IPs[0].Address.String()
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	want := []string{"10.64.0.2/24", "10.64.1.2/24", "10.64.2.2/24", "10.64.3.2/24", "10.64.4.2/24", "10.64.5.2/24", "10.64.6.2/24", "10.64.7.2/24"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
 	}
 }

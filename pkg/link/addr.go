@@ -70,7 +70,8 @@ func EnsureGatewayAddr(h *netlink.Handle, br netlink.Link, gw *net.IPNet, force 
 // or the family's gateway, see ConfigureIface).
 type Route = types.Route
 
-// AddRoute adds a route through dev; an existing identical route is fine.
+// AddRoute adds a route through dev; an existing identical route is fine,
+// and one to the same destination through another device is kept.
 //
 // Same as: ip route add DST [via GW] dev LINK
 func AddRoute(h *netlink.Handle, dev netlink.Link, dst *net.IPNet, gw net.IP, mtu int) error {
@@ -78,7 +79,17 @@ func AddRoute(h *netlink.Handle, dev netlink.Link, dst *net.IPNet, gw net.IP, mt
 	if gw == nil {
 		r.Scope = netlink.SCOPE_LINK
 	}
-	if err := h.RouteAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
+	err := h.RouteAdd(r)
+	if errors.Is(err, unix.EEXIST) {
+		// Another route to dst is there: a second interface joining another
+		// network (docker network connect) brings its own default route.
+		// Keep both, the first one preferred, as Docker does; appending an
+		// identical route is EEXIST again, which means nothing to do.
+		if err = h.RouteAppend(r); errors.Is(err, unix.EEXIST) {
+			err = nil
+		}
+	}
+	if err != nil {
 		via := ""
 		if gw != nil {
 			via = " via " + gw.String()

@@ -185,7 +185,9 @@ func GC(c *Config, valid map[cni.Attachment]bool) error {
 // it holds no reservation.
 func withStore(c *Config, release func(*Store) error) (err error) {
 	var subnets *Subnets
-	if c.HasAuto() {
+	// Without <dataDir>/.berth no subnet was ever chosen there: leave the
+	// disk untouched (a DEL before any ADD creates nothing).
+	if _, serr := os.Stat(filepath.Join(c.DataDir, metaDirName)); c.HasAuto() && serr == nil {
 		if subnets, err = OpenSubnets(c.DataDir); err != nil {
 			return cni.Wrap(cni.CodeIOFailure, err, "%s: subnet pools", Plugin)
 		}

@@ -255,15 +255,17 @@ func TestExhaustion(t *testing.T) {
 
 func TestDelIdempotent(t *testing.T) {
 	e := newEnv(t)
-	l := e.list("1.0.0", "never-used", `{"type":"host-local","subnet":"10.1.0.0/24"}`)
-	for i := 0; i < 2; i++ {
-		// No prior ADD, no network directory, no netns.
-		if err := e.rt.Del(context.Background(), l, &libcni.RuntimeConf{ContainerID: "ghost", IfName: "eth0"}); err != nil {
-			t.Fatalf("DEL %d: %v", i, err)
+	for _, ipam := range []string{`{"type":"host-local","subnet":"10.1.0.0/24"}`, `{"type":"host-local","ranges":[[{"subnet":"auto"}]]}`} {
+		l := e.list("1.0.0", "never-used", ipam)
+		for i := 0; i < 2; i++ {
+			// No prior ADD, no network directory, no netns.
+			if err := e.rt.Del(context.Background(), l, &libcni.RuntimeConf{ContainerID: "ghost", IfName: "eth0"}); err != nil {
+				t.Fatalf("DEL %d: %v", i, err)
+			}
 		}
-	}
-	if _, err := os.Stat(e.netDir("never-used")); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("DEL created the network directory: %v", err)
+		if _, err := os.Stat(filepath.Join(e.data, "networks")); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("DEL created the data directory: %v", err)
+		}
 	}
 }
 

@@ -84,7 +84,10 @@ func parseConf(stdin []byte, cniArgs string) (*Conf, error) {
 		c.AllowlistFile = defaultAllowlist
 	}
 	if cniArgs != "" {
+		// Runtimes pass keys of their own (K8S_POD_NAME, …), not always
+		// with IgnoreUnknown: only MAC is ours, the rest is not an error.
 		var e envArgs
+		e.IgnoreUnknown = true
 		if err := types.LoadArgs(cniArgs, &e); err != nil {
 			return nil, cni.Errorf(cni.CodeInvalidEnv, "%s: CNI_ARGS %q: %v", plugin, cniArgs, err)
 		}

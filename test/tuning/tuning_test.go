@@ -447,3 +447,21 @@ func TestRuntimeConfigMac(t *testing.T) {
 		t.Errorf("mac after DEL: got %s, want %s", got, before)
 	}
 }
+
+// TestCNIArgsOfRuntimes: the keys Podman and kubelets put in CNI_ARGS
+// (without IgnoreUnknown) are not an error; MAC from CNI_ARGS applies.
+func TestCNIArgsOfRuntimes(t *testing.T) {
+	e := newEnv(t)
+	c := e.conf(t, "1.0.0", nil)
+	rt := e.rt("ctr-args", "eth0")
+	rt.Args = [][2]string{{"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", "web"}, {"MAC", "02:42:0a:05:00:78"}}
+	if _, err := e.add(c, rt); err != nil {
+		t.Fatalf("ADD with runtime CNI_ARGS: %v", err)
+	}
+	if got := e.link(t, "eth0").Mac; got != "02:42:0a:05:00:78" {
+		t.Errorf("mac after ADD: got %s, want 02:42:0a:05:00:78", got)
+	}
+	if err := e.del(c, rt); err != nil {
+		t.Fatal(err)
+	}
+}

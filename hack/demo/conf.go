@@ -9,10 +9,14 @@ import (
 
 // withDataDir points each plugin's state (and its ipam's) under dir, so the
 // demo never touches the machine's /var/lib/cni or /run/cni.
-func withDataDir(list *libcni.NetworkConfigList, dir string) (*libcni.NetworkConfigList, error) {
+// patch, if not nil, edits the conflist's JSON first.
+func withDataDir(raw []byte, dir string, patch func(map[string]any)) (*libcni.NetworkConfigList, error) {
 	var m map[string]any
-	if err := json.Unmarshal(list.Bytes, &m); err != nil {
+	if err := json.Unmarshal(raw, &m); err != nil {
 		return nil, err
+	}
+	if patch != nil {
+		patch(m)
 	}
 	for _, p := range m["plugins"].([]any) {
 		pm := p.(map[string]any)

@@ -102,34 +102,55 @@ func (d *demo) newNS(label string) (*sandbox.NS, error) {
 	return n, nil
 }
 
-func (d *demo) removeContainers() {
+// removeContainers is `docker rm -f` of everything a scenario started:
+// servers stopped, DEL of every attachment (newest first), and every
+// namespace but the host's (kept is how many of the first to keep).
+func (d *demo) removeContainers(kept int) {
 	stopProcs(d.procs)
 	d.procs = nil
 	for i := len(d.dels) - 1; i >= 0; i-- {
 		d.dels[i]()
 	}
 	d.dels = nil
+	for len(d.nss) > kept {
+		last := d.nss[len(d.nss)-1]
+		if err := last.Delete(); err != nil {
+			fmt.Fprintln(os.Stderr, "cleanup:", err)
+		}
+		d.nss = d.nss[:len(d.nss)-1]
+	}
 }
 
 func (d *demo) cleanup() {
-	d.removeContainers()
-	for i := len(d.nss) - 1; i >= 0; i-- {
-		if err := d.nss[i].Delete(); err != nil {
-			fmt.Fprintln(os.Stderr, "cleanup:", err)
-		}
-	}
-	d.nss = nil
+	d.removeContainers(0)
 	os.RemoveAll(d.stateDir)
 }
 
 // network loads a conf-examples file with its state under the demo's
 // directory.
 func (d *demo) network(file string) (*libcni.NetworkConfigList, error) {
-	list, err := libcni.ConfListFromFile(filepath.Join("conf-examples", file))
+	return d.networkPatched(file, nil)
+}
+
+// namedNetwork is `docker network create NAME` from a template: the
+// network's name and its bridge br-NAME.
+func (d *demo) namedNetwork(file, name string) (*libcni.NetworkConfigList, error) {
+	return d.networkPatched(file, func(m map[string]any) {
+		m["name"] = name
+		for _, p := range m["plugins"].([]any) {
+			if pm := p.(map[string]any); pm["type"] == "bridge" {
+				pm["bridge"] = "br-" + name
+			}
+		}
+	})
+}
+
+func (d *demo) networkPatched(file string, patch func(map[string]any)) (*libcni.NetworkConfigList, error) {
+	raw, err := os.ReadFile(filepath.Join("conf-examples", file))
 	if err != nil {
 		return nil, err
 	}
-	return withDataDir(list, d.stateDir)
+	return withDataDir(raw, d.stateDir, patch)
 }
 
 // ctr is a running "container": its namespace and attachments.
@@ -146,19 +167,30 @@ func (d *demo) runContainer(name string, list *libcni.NetworkConfigList, capArgs
 	if err != nil {
 		return nil, err
 	}
-	rc := sandbox.Attachment(d.prefix+"-"+name, n, "eth0")
-	rc.Args = [][2]string{{"K8S_POD_NAME", name}}
+	c := &ctr{name: name, ns: n}
+	c.res, err = d.attach(c, list, "eth0", capArgs)
+	return c, err
+}
+
+// connect is `docker network connect`: c joins list through ifname.
+func (d *demo) connect(c *ctr, list *libcni.NetworkConfigList, ifname string) (*current.Result, error) {
+	return d.attach(c, list, ifname, nil)
+}
+
+func (d *demo) attach(c *ctr, list *libcni.NetworkConfigList, ifname string, capArgs map[string]any) (*current.Result, error) {
+	rc := sandbox.Attachment(d.prefix+"-"+c.name, c.ns, ifname)
+	rc.Args = [][2]string{{"K8S_POD_NAME", c.name}}
 	rc.CapabilityArgs = capArgs
 	res, err := d.rt.Add(context.Background(), list, rc)
 	if err != nil {
-		return nil, fmt.Errorf("ADD %s on %s: %w", name, list.Name, err)
+		return nil, fmt.Errorf("ADD %s/%s on %s: %w", c.name, ifname, list.Name, err)
 	}
 	d.dels = append(d.dels, func() {
 		if err := d.rt.Del(context.Background(), list, rc); err != nil {
-			fmt.Fprintf(os.Stderr, "cleanup: DEL %s: %v\n", name, err)
+			fmt.Fprintf(os.Stderr, "cleanup: DEL %s/%s: %v\n", c.name, ifname, err)
 		}
 	})
-	return &ctr{name: name, ns: n, res: res}, nil
+	return res, nil
 }
 
 func (c *ctr) ipv4() string {
@@ -189,7 +221,7 @@ func (d *demo) run() error {
 		}
 		// docker rm -f: DEL every container of the scenario, so the next
 		// one starts from an empty host.
-		d.removeContainers()
+		d.removeContainers(1)
 	}
 	return nil
 }

@@ -2,6 +2,9 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 )
 
 type scenario struct {
@@ -12,6 +15,8 @@ type scenario struct {
 var scenarios = []scenario{
 	{"Scenario 1: the default bridge (docker run, twice)", defaultBridge},
 	{"Scenario 2: a published port (docker run -p 3000:80 httpd)", publishedPort},
+	{"Scenario 3: user-defined networks are isolated; docker network connect joins two", userNetworks},
+	{"Scenario 4: containers find each other by name (Podman network with dnsname)", names},
 }
 
 // defaultBridge is seed scenario 1: two containers on docker0, each with an
@@ -85,4 +90,108 @@ func publishedPort(d *demo) error {
 		return fmt.Errorf("curl from outside: %w", err)
 	}
 	return nil
+}
+
+// userNetworks is seed scenario 3: `docker network create` twice (each gets
+// a free subnet by itself), a container on each that cannot reach the
+// other, then `docker network connect` giving one a second interface.
+func userNetworks(d *demo) error {
+	front, err := d.namedNetwork("docker-network.conflist", "frontend")
+	if err != nil {
+		return err
+	}
+	back, err := d.namedNetwork("docker-network.conflist", "backend")
+	if err != nil {
+		return err
+	}
+	web, err := d.runContainer("web", front, nil)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  docker network create frontend; docker run --network frontend --name web -> %s (subnet chosen by itself: docker0 holds 172.17)\n", web.res.IPs[0].Address.String())
+	db, err := d.runContainer("db", back, nil)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  docker network create backend;  docker run --network backend  --name db  -> %s\n", db.res.IPs[0].Address.String())
+	fmt.Println("  web and db are on different networks: the firewall plugin (ingressPolicy same-bridge) drops traffic between them")
+	if _, err := sh(web.ns, "web", "ping", "-c", "1", "-W", "1", db.ipv4()); err == nil {
+		return fmt.Errorf("web reached db across networks")
+	}
+	res, err := d.connect(db, front, "eth1")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  docker network connect frontend db -> db gets eth1 %s\n", res.IPs[0].Address.String())
+	if _, err := sh(db.ns, "db", "ip", "-br", "-4", "addr"); err != nil {
+		return err
+	}
+	if _, err := sh(db.ns, "db", "ping", "-c", "1", "-W", "2", web.ipv4()); err != nil {
+		return fmt.Errorf("db cannot reach web after network connect: %w", err)
+	}
+	return nil
+}
+
+// names is seed scenario 4: on a user-defined network with dnsname, `ping
+// web` works from another container, and the name is the container's.
+func names(d *demo) error {
+	// upstreams: forwarding goes to a closed port on the private host's
+	// loopback, never to the machine's real resolver.
+	list, err := d.networkPatched("podman-network.conflist", func(m map[string]any) {
+		for _, p := range m["plugins"].([]any) {
+			if pm := p.(map[string]any); pm["type"] == "dnsname" {
+				pm["upstreams"] = []string{"127.0.0.1:5353"}
+				pm["logFile"] = filepath.Join(d.stateDir, "dnsname.log")
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	web, err := d.runContainer("web", list, nil)
+	if err != nil {
+		return err
+	}
+	client, err := d.runContainer("client", list, nil)
+	if err != nil {
+		return err
+	}
+	dns := web.res.DNS
+	fmt.Printf("  podman network create mynet; podman run --name web -> %s; the result names DNS server %v, search %v\n", web.res.IPs[0].Address.String(), dns.Nameservers, dns.Search)
+	// As a runtime does: the container's resolv.conf from the result.
+	if err := d.resolvConf(client, dns.Nameservers, dns.Search); err != nil {
+		return err
+	}
+	if _, err := sh(client.ns, "client", "cat", "/etc/resolv.conf"); err != nil {
+		return err
+	}
+	if _, err := sh(client.ns, "client", "ping", "-c", "1", "-W", "2", "web"); err != nil {
+		return fmt.Errorf("client cannot ping web by name: %w", err)
+	}
+	out, err := sh(client.ns, "client", "dig", "+short", "web.dns.podman")
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(out) != web.ipv4() {
+		return fmt.Errorf("web.dns.podman is %q, want %s", strings.TrimSpace(out), web.ipv4())
+	}
+	return nil
+}
+
+// resolvConf writes /etc/netns/<ns>/resolv.conf, which `ip netns exec`
+// mounts over /etc/resolv.conf inside the namespace; removed on cleanup.
+func (d *demo) resolvConf(c *ctr, servers, search []string) error {
+	dir := filepath.Join("/etc/netns", c.ns.Name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	d.dels = append(d.dels, func() { os.RemoveAll(dir) })
+	var b strings.Builder
+	for _, s := range servers {
+		fmt.Fprintf(&b, "nameserver %s\n", s)
+	}
+	if len(search) > 0 {
+		fmt.Fprintf(&b, "search %s\n", strings.Join(search, " "))
+	}
+	return os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte(b.String()), 0o644)
 }

@@ -6,14 +6,14 @@
 // Everything runs in private namespaces made here (a "host" one holding
 // the three servers and a fake upstream, a "client" one running dnsperf);
 // nothing touches the machine's root namespace or its resolver. Needs root
-// and `make build` (it runs bin/dnsname as the sidecar).
+// and `make build` (it runs bin/dnsname-sidecar).
 //
 //	go run ./hack/dnsbench [-bin ./bin] [-names 1000] [-seconds 5]
 package main
 
 import (
 	"bufio"
-	"context"
+	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -32,7 +32,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/miekg/dns"
 
-	"github.com/berthnet/berth/pkg/registry"
+	bdns "github.com/berthnet/berth/pkg/dns"
+	"github.com/berthnet/berth/pkg/dns/sidecar"
 )
 
 const aardvark = "/usr/lib/podman/aardvark-dns"
@@ -81,8 +82,8 @@ func need() error {
 		sort.Strings(missing)
 		return fmt.Errorf("missing tools: apt-get install -y %s", strings.Join(missing, " "))
 	}
-	if _, err := os.Stat(filepath.Join(*binDir, "dnsname")); err != nil {
-		return fmt.Errorf("%s/dnsname not built: run make build (or pass -bin)", *binDir)
+	if _, err := os.Stat(filepath.Join(*binDir, sidecar.Binary)); err != nil {
+		return fmt.Errorf("%s/"+sidecar.Binary+" not built: run make build (or pass -bin)", *binDir)
 	}
 	return nil
 }
@@ -236,36 +237,33 @@ func fakeUpstream(hostNS ns.NetNS) (func(), error) {
 	return func() { _ = srv.Shutdown() }, nil
 }
 
-// startBerth registers the names in a file registry and starts the real
-// sidecar (bin/dnsname in sidecar mode) in the host namespace.
+// startBerth starts the real sidecar (bin/dnsname-sidecar) in the host
+// namespace with the names streamed on its stdin, as the dnsname plugin
+// does with its registry's contents.
 func startBerth(cl *cleanups, host, work string) (int, error) {
 	dataDir := filepath.Join(work, "berth")
-	store, err := registry.OpenFiles(filepath.Join(dataDir, "registry"))
+	n := bdns.Network{Name: "bench", Domain: "dns.podman", Upstreams: []netip.AddrPort{netip.MustParseAddrPort(upstreamIP + ":53")}}
+	recs := make([]bdns.Record, 0, *nNames)
+	for i := range *nNames {
+		recs = append(recs, bdns.Record{
+			Key: fmt.Sprintf("id%04d@eth0", i), Names: []string{name(i)},
+			Addrs: []netip.Prefix{netip.MustParsePrefix(addr(i) + "/16")}, Gateways: []netip.Addr{netip.MustParseAddr(berthIP)},
+		})
+	}
+	state, err := json.Marshal(sidecar.Replace(n, recs))
 	if err != nil {
 		return 0, err
 	}
-	put := func(id, nm, a string) error {
-		return store.Put(context.Background(), &registry.Entry{
-			Network: "bench", ContainerID: id, IfName: "eth0",
-			IPs: []netip.Prefix{netip.MustParsePrefix(a + "/16")}, Gateways: []netip.Addr{netip.MustParseAddr(berthIP)},
-			Names: []string{nm}, DNS: registry.DNSConfig{Domain: "dns.podman", Upstreams: []string{upstreamIP + ":53"}},
-		})
-	}
-	for i := range *nNames {
-		if err := put(fmt.Sprintf("id%04d", i), name(i), addr(i)); err != nil {
-			return 0, err
-		}
-	}
-	cfg, _ := json.Marshal(map[string]any{"dataDir": dataDir, "logFile": filepath.Join(dataDir, "dnsname.log"),
-		"registry": registry.Config{Dir: filepath.Join(dataDir, "registry")}})
+	cfg, _ := json.Marshal(sidecar.Config{DataDir: dataDir, LogFile: filepath.Join(dataDir, "dnsname.log")})
 	r, w, err := os.Pipe()
 	if err != nil {
 		return 0, err
 	}
 	defer r.Close()
-	bin, _ := filepath.Abs(filepath.Join(*binDir, "dnsname"))
+	bin, _ := filepath.Abs(filepath.Join(*binDir, sidecar.Binary))
 	cmd := exec.Command("ip", "netns", "exec", host, bin)
-	cmd.Env = append(os.Environ(), "BERTH_DNSNAME_SIDECAR="+string(cfg))
+	cmd.Env = append(os.Environ(), sidecar.ConfigEnv+"="+string(cfg))
+	cmd.Stdin = bytes.NewReader(state)
 	cmd.ExtraFiles = []*os.File{w}
 	if err := cmd.Start(); err != nil {
 		return 0, err
@@ -277,6 +275,7 @@ func startBerth(cl *cleanups, host, work string) (int, error) {
 		log, _ := os.ReadFile(filepath.Join(dataDir, "dnsname.log"))
 		return 0, fmt.Errorf("sidecar did not start: %s\n%s", msg, log)
 	}
+	// ip netns exec execs the sidecar in place: same pid.
 	return cmd.Process.Pid, nil
 }
 

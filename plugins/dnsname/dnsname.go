@@ -18,6 +18,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/berthnet/berth/pkg/cni"
+	"github.com/berthnet/berth/pkg/dns/sidecar"
 	"github.com/berthnet/berth/pkg/registry"
 )
 
@@ -170,10 +171,6 @@ func parseUpstream(s string) (netip.AddrPort, error) {
 	return ap, nil
 }
 
-func (c *Config) sidecar() sidecarConfig {
-	return sidecarConfig{DataDir: c.DataDir, LogFile: c.LogFile, Registry: *c.Registry}
-}
-
 func openRegistry(c *Config) (registry.Store, error) {
 	s, err := registry.Open(*c.Registry)
 	if err != nil {
@@ -286,9 +283,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 		// Undo: forget the entry, and tell a running sidecar (which exits if
 		// that was its last name).
 		_ = store.Delete(context.Background(), e.Network, e.ContainerID, e.IfName)
-		_ = notify(c.sidecar(), request{Op: opDel, Network: e.Network, ContainerID: e.ContainerID, IfName: e.IfName}, false)
+		_ = c.client(store).Notify(sidecar.Del(e.Network, entryKey(e.ContainerID, e.IfName)), false)
 	}()
-	if err := notify(c.sidecar(), request{Op: opPut, Network: e.Network, ContainerID: e.ContainerID, IfName: e.IfName}, true); err != nil {
+	if err := c.client(store).Notify(sidecar.Put(fromEntry(e)), true); err != nil {
 		return cni.Wrap(cni.CodeTryAgain, err, "%s: dns server", plugin)
 	}
 
@@ -339,7 +336,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err := store.Delete(ctx, c.Name, args.ContainerID, args.IfName); err != nil {
 		return cni.Wrap(cni.CodeIOFailure, err, "%s: unregistering %s", plugin, args.ContainerID)
 	}
-	if err := notify(c.sidecar(), request{Op: opDel, Network: c.Name, ContainerID: args.ContainerID, IfName: args.IfName}, false); err != nil {
+	if err := c.client(store).Notify(sidecar.Del(c.Name, entryKey(args.ContainerID, args.IfName)), false); err != nil {
 		return cni.Wrap(cni.CodeTryAgain, err, "%s: dns server", plugin)
 	}
 	// The DNAT of dockerCompat lives in the container's namespace and goes
@@ -455,7 +452,11 @@ func cmdGC(args *skel.CmdArgs) error {
 		removed++
 	}
 	if removed > 0 {
-		if err := notify(c.sidecar(), request{Op: opReload, Network: c.Name}, false); err != nil {
+		req, err := loadNetwork(ctx, store, c.Name)
+		if err != nil {
+			return cni.Wrap(cni.CodeIOFailure, err, "%s: gc", plugin)
+		}
+		if err := c.client(store).Notify(req, false); err != nil {
 			return cni.Wrap(cni.CodeTryAgain, err, "%s: gc: dns server", plugin)
 		}
 	}

@@ -1,6 +1,6 @@
-package main
+package sidecar
 
-// The sidecar: one DNS server per host (per dataDir), serving every
+// The sidecar: one DNS server per host (per data directory), serving every
 // network's gateway address. One per host rather than one per network
 // because it costs one process and one memory footprint however many
 // networks there are, scoping by the asker's address already keeps the
@@ -9,10 +9,9 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/netip"
@@ -27,35 +26,34 @@ import (
 	"github.com/miekg/dns"
 
 	bdns "github.com/berthnet/berth/pkg/dns"
-	"github.com/berthnet/berth/pkg/registry"
 )
 
-// IsSidecar reports whether this process was started as the sidecar.
-func IsSidecar() bool {
-	_, ok := os.LookupEnv(sidecarEnv)
-	return ok
-}
-
-// RunSidecar is the sidecar's main; it returns the exit code.
-func RunSidecar() int {
-	// fd 3 is the readiness pipe to the plugin that started us.
+// Main is the sidecar binary's main; it returns the exit code. The plugin
+// starts it with ConfigEnv set, the registry's contents as requests on
+// stdin and a readiness pipe on fd 3.
+func Main() int {
+	cfgJSON, ok := os.LookupEnv(ConfigEnv)
+	if !ok {
+		// Run by hand, or by a runtime that took it for a CNI plugin.
+		fmt.Printf(`{"cniVersion":"1.0.0","code":4,"msg":"%s is the DNS server the dnsname plugin starts, not a CNI plugin"}`+"\n", Binary)
+		return 1
+	}
 	ready := os.NewFile(3, "ready")
 	fail := func(format string, a ...any) int {
-		msg := fmt.Sprintf(format, a...)
 		if ready != nil {
-			fmt.Fprintln(ready, msg)
+			fmt.Fprintf(ready, format+"\n", a...)
 			ready.Close()
 		}
 		return 1
 	}
-	var sc sidecarConfig
-	if err := json.Unmarshal([]byte(os.Getenv(sidecarEnv)), &sc); err != nil {
-		return fail("bad %s: %v", sidecarEnv, err)
+	var c Config
+	if err := json.Unmarshal([]byte(cfgJSON), &c); err != nil {
+		return fail("bad %s: %v", ConfigEnv, err)
 	}
-	if err := os.MkdirAll(filepath.Dir(sc.LogFile), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(c.LogFile), 0o700); err != nil {
 		return fail("log file: %v", err)
 	}
-	lf, err := os.OpenFile(sc.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	lf, err := os.OpenFile(c.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fail("log file: %v", err)
 	}
@@ -65,7 +63,7 @@ func RunSidecar() int {
 	// A small heap matters more here than GC CPU: the server holds little.
 	debug.SetGCPercent(50)
 
-	s, err := newSidecar(sc, logger)
+	s, err := newServer(c, logger, os.Stdin)
 	if err != nil {
 		logger.Print(err)
 		return fail("%v", err)
@@ -76,10 +74,9 @@ func RunSidecar() int {
 	return s.run()
 }
 
-type sidecar struct {
-	sc       sidecarConfig
+type server struct {
+	cfg      Config
 	log      *log.Logger
-	store    registry.Store
 	table    *bdns.Table
 	server   *bdns.Server
 	resolver *bdns.Resolver
@@ -91,8 +88,8 @@ type sidecar struct {
 	done    chan struct{}
 }
 
-func newSidecar(sc sidecarConfig, logger *log.Logger) (*sidecar, error) {
-	s := &sidecar{sc: sc, log: logger, table: bdns.NewTable(), done: make(chan struct{})}
+func newServer(c Config, logger *log.Logger, state io.Reader) (*server, error) {
+	s := &server{cfg: c, log: logger, table: bdns.NewTable(), done: make(chan struct{})}
 	ok := false
 	defer func() {
 		if !ok {
@@ -103,22 +100,22 @@ func newSidecar(sc sidecarConfig, logger *log.Logger) (*sidecar, error) {
 	// waits here until the old one is gone (the kernel drops the lock when
 	// it exits, even by SIGKILL).
 	var err error
-	s.life, err = os.OpenFile(sc.lifeLock(), os.O_CREATE|os.O_RDWR, 0o600)
+	s.life, err = os.OpenFile(c.lifeLock(), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
 	}
 	if err := syscall.Flock(int(s.life.Fd()), syscall.LOCK_EX); err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
 	}
-	if err := writeFileAtomic(sc.pidFile(), []byte(strconv.Itoa(os.Getpid())+"\n")); err != nil {
-		return nil, err
-	}
-	s.store, err = registry.Open(sc.Registry)
-	if err != nil {
-		return nil, err
+	if err := writeFileAtomic(c.pidFile(), []byte(strconv.Itoa(os.Getpid())+"\n")); err != nil {
+		return nil, fmt.Errorf("pid file: %w", err)
 	}
 	s.resolver = &bdns.Resolver{Table: s.table, Forwarder: &bdns.Forwarder{}, ErrorLog: logger}
-	if cc, err := dns.ClientConfigFromFile("/etc/resolv.conf"); err == nil {
+	rc := c.ResolvConf
+	if rc == "" {
+		rc = "/etc/resolv.conf"
+	}
+	if cc, err := dns.ClientConfigFromFile(rc); err == nil {
 		for _, srv := range cc.Servers {
 			if a, err := netip.ParseAddr(srv); err == nil {
 				port, _ := strconv.Atoi(cc.Port)
@@ -127,28 +124,30 @@ func newSidecar(sc sidecarConfig, logger *log.Logger) (*sidecar, error) {
 		}
 	}
 	s.server = &bdns.Server{Handler: s.resolver, Port: 53, ErrorLog: logger}
-	// The registry is the truth: after a crash, everything comes back.
-	ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)
-	defer cancel()
-	nets, err := s.store.Networks(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, n := range nets {
-		if err := s.reload(ctx, n); err != nil {
-			return nil, err
+	// The registry is the truth: after a crash, everything comes back. The
+	// plugin that started us streams it here.
+	dec := json.NewDecoder(state)
+	for {
+		var req Request
+		if err := dec.Decode(&req); err == io.EOF {
+			break
+		} else if err != nil {
+			return nil, fmt.Errorf("reading the registry from stdin: %w", err)
+		}
+		if err := s.apply(req); err != nil {
+			return nil, fmt.Errorf("loading %s: %w", req.Network.Name, err)
 		}
 	}
 	if err := s.server.Listen(s.table.Gateways()); err != nil {
 		// Logged by the server; the affected networks' requests fail.
 		logger.Printf("listen: %v", err)
 	}
-	_ = os.Remove(sc.socket()) // stale after a crash; we hold the life lock
-	s.ctl, err = net.Listen("unix", sc.socket())
+	_ = os.Remove(c.socket()) // stale after a crash; we hold the life lock
+	s.ctl, err = net.Listen("unix", c.socket())
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	if err := os.Chmod(sc.socket(), 0o600); err != nil {
+	if err := os.Chmod(c.socket(), 0o600); err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	ok = true
@@ -164,7 +163,7 @@ func writeFileAtomic(path string, b []byte) error {
 }
 
 // run serves control requests until the last name is gone or a signal.
-func (s *sidecar) run() int {
+func (s *server) run() int {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
@@ -189,13 +188,13 @@ func (s *sidecar) run() int {
 	return 0
 }
 
-func (s *sidecar) handle(conn net.Conn) {
+func (s *server) handle(conn net.Conn) {
 	defer conn.Close()
 	line, err := bufio.NewReader(conn).ReadBytes('\n')
 	if err != nil {
 		return
 	}
-	var req request
+	var req Request
 	if err := json.Unmarshal(line, &req); err != nil {
 		fmt.Fprintf(conn, "err bad request: %v\n", err)
 		return
@@ -206,8 +205,12 @@ func (s *sidecar) handle(conn net.Conn) {
 		fmt.Fprintln(conn, "exiting")
 		return
 	}
-	if err := s.apply(req); err != nil {
-		s.log.Printf("%s %s %s/%s: %v", req.Op, req.Network, req.ContainerID, req.IfName, err)
+	err = s.apply(req)
+	if err == nil {
+		err = s.listen(req)
+	}
+	if err != nil {
+		s.log.Printf("%s %s %s: %v", req.Op, req.Network.Name, req.Key, err)
 		fmt.Fprintf(conn, "err %v\n", err)
 		return
 	}
@@ -221,93 +224,50 @@ func (s *sidecar) handle(conn net.Conn) {
 	fmt.Fprintln(conn, "ok")
 }
 
-func (s *sidecar) apply(req request) error {
-	ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)
-	defer cancel()
+// apply changes the table.
+func (s *server) apply(req Request) error {
 	switch req.Op {
-	case opPut:
-		e, err := s.store.Get(ctx, req.Network, req.ContainerID, req.IfName)
-		if errors.Is(err, registry.ErrNotFound) {
-			// Deleted again meanwhile (an undone ADD): the same as del.
-			s.table.Remove(req.Network, entryKey(req.ContainerID, req.IfName))
-			return s.listen()
+	case OpPut:
+		if req.Record == nil {
+			return fmt.Errorf("put without a record")
 		}
-		if err != nil {
-			return err
-		}
-		n, rec := fromEntry(e)
-		s.table.Set(n, rec)
-		if err := s.listen(); err != nil {
-			return err
-		}
-		return s.served(e.Gateways)
-	case opDel:
-		s.table.Remove(req.Network, entryKey(req.ContainerID, req.IfName))
-		return s.listen()
-	case opReload:
-		if err := s.reload(ctx, req.Network); err != nil {
-			return err
-		}
-		return s.listen()
+		s.table.Set(req.Network, *req.Record)
+	case OpDel:
+		s.table.Remove(req.Network.Name, req.Key)
+	case OpReplace:
+		s.table.ReplaceNetwork(req.Network, req.Records)
+	default:
+		return fmt.Errorf("unknown op %q", req.Op)
 	}
-	return fmt.Errorf("unknown op %q", req.Op)
+	return nil
 }
 
-func (s *sidecar) listen() error {
+// listen brings the listeners in line with the table and, for a put,
+// checks that the record's gateways are served before the plugin returns.
+func (s *server) listen(req Request) error {
 	if s.table.Len() == 0 {
 		return nil // about to exit
 	}
-	return s.server.Listen(s.table.Gateways())
-}
-
-// served checks that the server listens on every gateway.
-func (s *sidecar) served(gws []netip.Addr) error {
+	if err := s.server.Listen(s.table.Gateways()); err != nil {
+		return err
+	}
+	if req.Op != OpPut {
+		return nil
+	}
 	have := map[netip.Addr]bool{}
 	for _, a := range s.server.Addrs() {
 		have[a.Addr()] = true
 	}
-	for _, g := range gws {
+	for _, g := range req.Record.Gateways {
 		if !have[g] {
-			return fmt.Errorf("not listening on %s port 53 (see %s)", g, s.sc.LogFile)
+			return fmt.Errorf("not listening on %s port 53 (see %s)", g, s.cfg.LogFile)
 		}
 	}
 	return nil
-}
-
-func (s *sidecar) reload(ctx context.Context, network string) error {
-	entries, err := s.store.List(ctx, network)
-	if err != nil {
-		return err
-	}
-	var n bdns.Network
-	recs := make([]bdns.Record, 0, len(entries))
-	for _, e := range entries {
-		var rec bdns.Record
-		n, rec = fromEntry(e)
-		recs = append(recs, rec)
-	}
-	n.Name = network
-	s.table.ReplaceNetwork(n, recs)
-	return nil
-}
-
-func entryKey(containerID, ifName string) string { return containerID + "@" + ifName }
-
-func fromEntry(e *registry.Entry) (bdns.Network, bdns.Record) {
-	n := bdns.Network{Name: e.Network, Domain: e.DNS.Domain, Internal: e.DNS.Internal}
-	for _, u := range e.DNS.Upstreams {
-		if ap, err := parseUpstream(u); err == nil {
-			n.Upstreams = append(n.Upstreams, ap)
-		}
-	}
-	return n, bdns.Record{
-		Key: entryKey(e.ContainerID, e.IfName), Names: e.Names, Aliases: e.Aliases,
-		Addrs: e.IPs, Gateways: e.Gateways,
-	}
 }
 
 // shutdown stops taking requests and queries; called with s.mu held.
-func (s *sidecar) shutdown() {
+func (s *server) shutdown() {
 	if s.exiting {
 		return
 	}
@@ -316,18 +276,15 @@ func (s *sidecar) shutdown() {
 	close(s.done)
 }
 
-func (s *sidecar) close() {
+func (s *server) close() {
 	if s.ctl != nil {
 		s.ctl.Close() // also unlinks the socket
 	}
 	if s.server != nil {
 		s.server.Shutdown()
 	}
-	if s.store != nil {
-		s.store.Close()
-	}
 	if s.life != nil {
-		os.Remove(s.sc.pidFile())
+		os.Remove(s.cfg.pidFile())
 		// The lock goes with the process; closing early would let a new
 		// sidecar in before our sockets are closed, which they now are.
 		s.life.Close()

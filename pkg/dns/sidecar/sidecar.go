@@ -1,0 +1,86 @@
+// Package sidecar is dnsname's per-host DNS server process and the client
+// the plugin uses to start it and tell it about every change.
+//
+// The sidecar is a separate, lean binary (plugins/dnsname-sidecar) rather
+// than the dnsname plugin re-executed: the plugin links the etcd client,
+// and Go runs every linked package's init, so a re-executed plugin paged in
+// etcd, gRPC and protobuf code and registries it never used (about 13 MB
+// of its 20 MB resident with 1000 names). The sidecar never touches a
+// registry: the plugin, which has the registry open anyway, sends it whole
+// records (put), removals (del) and whole networks (replace), and streams
+// the registry's full contents on its stdin when it starts it, so a
+// sidecar restarted after a crash rebuilds its state from the registry,
+// whatever the backend, without linking any backend's client.
+package sidecar
+
+import (
+	"path/filepath"
+
+	bdns "github.com/berthnet/berth/pkg/dns"
+)
+
+// Binary is the sidecar's file name, installed next to the dnsname plugin.
+const Binary = "dnsname-sidecar"
+
+// ConfigEnv carries the sidecar's JSON Config; a process started without
+// it is not the sidecar.
+const ConfigEnv = "BERTH_DNSNAME_SIDECAR"
+
+// Config is what the sidecar needs to know.
+type Config struct {
+	// DataDir holds the control socket, pid file and locks.
+	DataDir string `json:"dataDir"`
+	// LogFile is where the sidecar logs.
+	LogFile string `json:"logFile"`
+	// ResolvConf names the default upstreams (for networks that configure
+	// none); "/etc/resolv.conf" if empty.
+	ResolvConf string `json:"resolvConf,omitempty"`
+}
+
+// Files in DataDir.
+func (c Config) socket() string    { return filepath.Join(c.DataDir, "control.sock") }
+func (c Config) pidFile() string   { return filepath.Join(c.DataDir, "sidecar.pid") }
+func (c Config) lifeLock() string  { return filepath.Join(c.DataDir, "sidecar.lock") }
+func (c Config) startLock() string { return filepath.Join(c.DataDir, "start.lock") }
+
+// PIDFile is where the running sidecar writes its pid.
+func (c Config) PIDFile() string { return c.pidFile() }
+
+// Request is one change, sent as one JSON line on the control socket (and
+// on the sidecar's stdin at startup). The reply is one line: "ok",
+// "exiting" (the sidecar is shutting down and did not apply it) or
+// "err <message>".
+type Request struct {
+	Op string `json:"op"`
+	// Network carries the network's settings (put, replace) or just its
+	// name (del).
+	Network bdns.Network `json:"network"`
+	// Record is the record to put.
+	Record *bdns.Record `json:"record,omitempty"`
+	// Records replace all of the network's (replace); none drops it.
+	Records []bdns.Record `json:"records,omitempty"`
+	// Key is the record to delete.
+	Key string `json:"key,omitempty"`
+}
+
+// Ops.
+const (
+	OpPut     = "put"
+	OpDel     = "del"
+	OpReplace = "replace"
+)
+
+// Put returns the request that adds or replaces rec in n.
+func Put(n bdns.Network, rec bdns.Record) Request {
+	return Request{Op: OpPut, Network: n, Record: &rec}
+}
+
+// Del returns the request that removes key from network.
+func Del(network, key string) Request {
+	return Request{Op: OpDel, Network: bdns.Network{Name: network}, Key: key}
+}
+
+// Replace returns the request that swaps n's records for recs.
+func Replace(n bdns.Network, recs []bdns.Record) Request {
+	return Request{Op: OpReplace, Network: n, Records: recs}
+}

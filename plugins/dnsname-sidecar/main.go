@@ -1,0 +1,16 @@
+// Command dnsname-sidecar is the per-host DNS server the dnsname plugin
+// starts (pkg/dns/sidecar). It is a binary of its own, installed beside the
+// plugins, so that it does not link the etcd client the plugin needs for
+// the etcd registry: it serves names the plugin sends it and never reads a
+// registry. It lives under plugins/ so that `make build`, `make install`
+// and the test harness put it next to dnsname; it is not a CNI plugin and
+// says so when run as one.
+package main
+
+import (
+	"os"
+
+	"github.com/berthnet/berth/pkg/dns/sidecar"
+)
+
+func main() { os.Exit(sidecar.Main()) }

@@ -68,7 +68,7 @@ func (f *Files) Put(_ context.Context, e *Entry) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
-	return writeAtomic(filepath.Join(dir, entryName(e.ContainerID, e.IfName)+".json"), b)
+	return writeAtomic(filepath.Join(dir, EntryName(e.ContainerID, e.IfName)+".json"), b)
 }
 
 func writeAtomic(path string, b []byte) error {
@@ -100,10 +100,10 @@ func writeAtomic(path string, b []byte) error {
 
 // Get reads one entry.
 func (f *Files) Get(_ context.Context, network, containerID, ifName string) (*Entry, error) {
-	if err := validKey(network, containerID, ifName); err != nil {
+	if err := ValidKey(network, containerID, ifName); err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
-	e, err := readEntry(filepath.Join(f.root, network, entryName(containerID, ifName)+".json"))
+	e, err := readEntry(filepath.Join(f.root, network, EntryName(containerID, ifName)+".json"))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, ErrNotFound
 	}
@@ -124,7 +124,7 @@ func readEntry(path string) (*Entry, error) {
 
 // Delete removes an entry, and the network's directory with its last one.
 func (f *Files) Delete(_ context.Context, network, containerID, ifName string) error {
-	if err := validKey(network, containerID, ifName); err != nil {
+	if err := ValidKey(network, containerID, ifName); err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
 	unlock, err := f.lock(network)
@@ -133,7 +133,7 @@ func (f *Files) Delete(_ context.Context, network, containerID, ifName string) e
 	}
 	defer unlock()
 	dir := filepath.Join(f.root, network)
-	if err := os.Remove(filepath.Join(dir, entryName(containerID, ifName)+".json")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Remove(filepath.Join(dir, EntryName(containerID, ifName)+".json")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("registry: %w", err)
 	}
 	// Fails harmlessly (ENOTEMPTY, ENOENT) unless this was the last entry.

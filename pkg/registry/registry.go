@@ -4,8 +4,9 @@
 // shares it between hosts.
 //
 // Two backends implement Store: local files (the embedded default, under
-// /run/cni, written atomically and locked) and etcd v3 for networks that
-// span hosts. Both key entries by (network, container ID, ifname), the CNI
+// /run/cni, written atomically and locked; this package) and etcd v3 for
+// networks that span hosts (pkg/registry/etcdstore, a package of its own so
+// that importing this one never links the etcd client). Both key entries by (network, container ID, ifname), the CNI
 // attachment key, so DEL and GC map onto Delete and List directly.
 package registry
 
@@ -14,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/berthnet/berth/pkg/cni"
@@ -67,10 +69,12 @@ func (e *Entry) Key() cni.Attachment {
 // Validate checks the fields used as keys (they become path components and
 // etcd key segments).
 func (e *Entry) Validate() error {
-	return validKey(e.Network, e.ContainerID, e.IfName)
+	return ValidKey(e.Network, e.ContainerID, e.IfName)
 }
 
-func validKey(network, containerID, ifName string) error {
+// ValidKey checks an attachment key for use as path components and etcd
+// key segments.
+func ValidKey(network, containerID, ifName string) error {
 	if err := cni.SafeName("network name", network); err != nil {
 		return err
 	}
@@ -83,9 +87,9 @@ func validKey(network, containerID, ifName string) error {
 	return nil
 }
 
-// entryName is the per-network key of an attachment: "@" is in neither the
+// EntryName is the per-network key of an attachment: "@" is in neither the
 // container ID nor the interface name charset, so it is unambiguous.
-func entryName(containerID, ifName string) string {
+func EntryName(containerID, ifName string) string {
 	return containerID + "@" + ifName
 }
 
@@ -125,16 +129,21 @@ type Config struct {
 	DialTimeout time.Duration `json:"dialTimeout,omitempty"`
 }
 
-// Open returns the backend cfg names.
-func Open(cfg Config) (Store, error) {
-	switch cfg.Backend {
-	case "", BackendFile:
-		return OpenFiles(cfg.Dir)
-	case BackendEtcd:
-		return OpenEtcd(cfg.Endpoints, cfg.Prefix, cfg.DialTimeout)
-	default:
-		return nil, fmt.Errorf("registry backend %q: must be %q or %q", cfg.Backend, BackendFile, BackendEtcd)
+// DefaultEtcdPrefix is where entries live in etcd unless Config.Prefix
+// says otherwise: prefix<network>/<containerID>@<ifname> holds an entry's
+// JSON.
+const DefaultEtcdPrefix = "/berth/registry/"
+
+// EtcdPrefix returns the key prefix cfg.Prefix means: the default when
+// empty, always ending in "/".
+func EtcdPrefix(prefix string) string {
+	if prefix == "" {
+		prefix = DefaultEtcdPrefix
 	}
+	if !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	return prefix
 }
 
 // SafeNetwork checks a network name used as a key.

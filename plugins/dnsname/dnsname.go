@@ -20,6 +20,7 @@ import (
 	"github.com/berthnet/berth/pkg/cni"
 	"github.com/berthnet/berth/pkg/dns/sidecar"
 	"github.com/berthnet/berth/pkg/registry"
+	"github.com/berthnet/berth/pkg/registry/etcdstore"
 )
 
 const plugin = "dnsname"
@@ -172,7 +173,13 @@ func parseUpstream(s string) (netip.AddrPort, error) {
 }
 
 func openRegistry(c *Config) (registry.Store, error) {
-	s, err := registry.Open(*c.Registry)
+	var s registry.Store
+	var err error
+	if c.Registry.Backend == registry.BackendEtcd {
+		s, err = etcdstore.Open(c.Registry.Endpoints, c.Registry.Prefix, c.Registry.DialTimeout)
+	} else {
+		s, err = registry.OpenFiles(c.Registry.Dir)
+	}
 	if err != nil {
 		return nil, cni.Wrap(cni.CodeIOFailure, err, "%s: opening registry", plugin)
 	}

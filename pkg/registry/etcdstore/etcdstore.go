@@ -1,4 +1,7 @@
-package registry
+// Package etcdstore is the registry's etcd v3 backend, for networks that
+// span hosts. It is a package of its own so that pkg/registry, which the
+// DNS sidecar imports, does not link the etcd client (gRPC, protobuf).
+package etcdstore
 
 import (
 	"context"
@@ -11,9 +14,11 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/berthnet/berth/pkg/registry"
 )
 
-// Etcd is the etcd v3 backend: prefix<network>/<containerID>@<ifname> holds
+// Etcd is the etcd v3 backend (a registry.Store): prefix<network>/<containerID>@<ifname> holds
 // the entry's JSON. Every operation is a single etcd request, so it is
 // atomic and needs no lock.
 type Etcd struct {
@@ -22,20 +27,15 @@ type Etcd struct {
 }
 
 // DefaultEtcdPrefix is where entries live unless Config.Prefix says otherwise.
-const DefaultEtcdPrefix = "/berth/registry/"
+const DefaultEtcdPrefix = registry.DefaultEtcdPrefix
 
 // OpenEtcd connects to etcd. The client dials lazily; the first request
 // fails (bounded by its context) if no endpoint answers.
-func OpenEtcd(endpoints []string, prefix string, dialTimeout time.Duration) (*Etcd, error) {
+func Open(endpoints []string, prefix string, dialTimeout time.Duration) (*Etcd, error) {
 	if len(endpoints) == 0 {
 		return nil, errors.New("registry: etcd backend needs endpoints")
 	}
-	if prefix == "" {
-		prefix = DefaultEtcdPrefix
-	}
-	if !strings.HasSuffix(prefix, "/") {
-		prefix += "/"
-	}
+	prefix = registry.EtcdPrefix(prefix)
 	if dialTimeout == 0 {
 		dialTimeout = 5 * time.Second
 	}
@@ -50,11 +50,11 @@ func OpenEtcd(endpoints []string, prefix string, dialTimeout time.Duration) (*Et
 func (s *Etcd) Close() error { return s.cli.Close() }
 
 func (s *Etcd) key(network, containerID, ifName string) string {
-	return s.prefix + network + "/" + entryName(containerID, ifName)
+	return s.prefix + network + "/" + registry.EntryName(containerID, ifName)
 }
 
 // Put writes e.
-func (s *Etcd) Put(ctx context.Context, e *Entry) error {
+func (s *Etcd) Put(ctx context.Context, e *registry.Entry) error {
 	if err := e.Validate(); err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
@@ -69,8 +69,8 @@ func (s *Etcd) Put(ctx context.Context, e *Entry) error {
 }
 
 // Get reads one entry.
-func (s *Etcd) Get(ctx context.Context, network, containerID, ifName string) (*Entry, error) {
-	if err := validKey(network, containerID, ifName); err != nil {
+func (s *Etcd) Get(ctx context.Context, network, containerID, ifName string) (*registry.Entry, error) {
+	if err := registry.ValidKey(network, containerID, ifName); err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
 	resp, err := s.cli.Get(ctx, s.key(network, containerID, ifName))
@@ -78,9 +78,9 @@ func (s *Etcd) Get(ctx context.Context, network, containerID, ifName string) (*E
 		return nil, fmt.Errorf("registry: etcd get: %w", err)
 	}
 	if len(resp.Kvs) == 0 {
-		return nil, ErrNotFound
+		return nil, registry.ErrNotFound
 	}
-	var e Entry
+	var e registry.Entry
 	if err := json.Unmarshal(resp.Kvs[0].Value, &e); err != nil {
 		return nil, fmt.Errorf("registry: %s: %w", resp.Kvs[0].Key, err)
 	}
@@ -89,7 +89,7 @@ func (s *Etcd) Get(ctx context.Context, network, containerID, ifName string) (*E
 
 // Delete removes an entry (no error when absent).
 func (s *Etcd) Delete(ctx context.Context, network, containerID, ifName string) error {
-	if err := validKey(network, containerID, ifName); err != nil {
+	if err := registry.ValidKey(network, containerID, ifName); err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
 	if _, err := s.cli.Delete(ctx, s.key(network, containerID, ifName)); err != nil {
@@ -99,17 +99,17 @@ func (s *Etcd) Delete(ctx context.Context, network, containerID, ifName string) 
 }
 
 // List returns the network's entries in key order.
-func (s *Etcd) List(ctx context.Context, network string) ([]*Entry, error) {
-	if err := SafeNetwork(network); err != nil {
+func (s *Etcd) List(ctx context.Context, network string) ([]*registry.Entry, error) {
+	if err := registry.SafeNetwork(network); err != nil {
 		return nil, err
 	}
 	resp, err := s.cli.Get(ctx, s.prefix+network+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
 	if err != nil {
 		return nil, fmt.Errorf("registry: etcd list: %w", err)
 	}
-	out := make([]*Entry, 0, len(resp.Kvs))
+	out := make([]*registry.Entry, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		var e Entry
+		var e registry.Entry
 		if err := json.Unmarshal(kv.Value, &e); err != nil {
 			return nil, fmt.Errorf("registry: %s: %w", kv.Key, err)
 		}

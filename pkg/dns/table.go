@@ -42,6 +42,10 @@ type Record struct {
 	Addrs []netip.Prefix
 	// Gateways are the addresses the server answers on for this network.
 	Gateways []netip.Addr
+	// Remote records belong to containers of another host (a network
+	// spanning hosts): their names resolve, but the server does not listen
+	// on their gateways, and they do not count in LocalLen.
+	Remote bool `json:",omitempty"`
 }
 
 // Table is the set of registered names, by network. It is safe for
@@ -59,7 +63,8 @@ type netState struct {
 	byName   map[string]map[string]*Record // lower-case name -> key -> record
 	byAddr   map[netip.Addr]*Record
 	subnets  map[netip.Prefix]int // refcounts over records
-	gateways map[netip.Addr]int
+	gateways map[netip.Addr]int   // refcounts over local records
+	locals   int                  // records that are not Remote
 }
 
 // NewTable returns an empty table.
@@ -97,8 +102,11 @@ func (t *Table) Set(n Network, rec Record) {
 		ns.byAddr[p.Addr()] = &r
 		ns.subnets[p.Masked()]++
 	}
-	for _, g := range r.Gateways {
-		ns.gateways[g]++
+	if !r.Remote {
+		ns.locals++
+		for _, g := range r.Gateways {
+			ns.gateways[g]++
+		}
 	}
 }
 
@@ -147,9 +155,12 @@ func (ns *netState) remove(r *Record) {
 			delete(ns.subnets, p.Masked())
 		}
 	}
-	for _, g := range r.Gateways {
-		if ns.gateways[g]--; ns.gateways[g] <= 0 {
-			delete(ns.gateways, g)
+	if !r.Remote {
+		ns.locals--
+		for _, g := range r.Gateways {
+			if ns.gateways[g]--; ns.gateways[g] <= 0 {
+				delete(ns.gateways, g)
+			}
 		}
 	}
 }
@@ -165,8 +176,20 @@ func (t *Table) Len() int {
 	return n
 }
 
+// LocalLen is the number of records that are not Remote: the sidecar runs
+// while there are any.
+func (t *Table) LocalLen() int {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	n := 0
+	for _, ns := range t.nets {
+		n += ns.locals
+	}
+	return n
+}
+
 // Gateways returns the addresses to listen on: every gateway of every
-// network that has records.
+// network's local records.
 func (t *Table) Gateways() []netip.Addr {
 	t.mu.RLock()
 	defer t.mu.RUnlock()

@@ -30,7 +30,12 @@ type Entry struct {
 	ContainerID string `json:"containerID"`
 	IfName      string `json:"ifName"`
 	Netns       string `json:"netns,omitempty"`
-	MAC         string `json:"mac,omitempty"`
+	// Host names the node that registered the entry (its hostname): with
+	// the etcd backend a network's entries come from several hosts, and
+	// each host's DNS sidecar must tell its own containers, which keep it
+	// running, from the others'. Empty in entries of older versions: local.
+	Host string `json:"host,omitempty"`
+	MAC  string `json:"mac,omitempty"`
 	// IPs are the interface's addresses with their subnet's prefix length
 	// (10.88.0.5/16): the DNS server derives a network's subnets, and so
 	// which askers belong to it, from them.

@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 
 	bdns "github.com/berthnet/berth/pkg/dns"
 	"github.com/berthnet/berth/pkg/dns/sidecar"
@@ -19,12 +20,28 @@ import (
 func (c *Config) client(store registry.Store) *sidecar.Client {
 	return &sidecar.Client{
 		Config: sidecar.Config{DataDir: c.DataDir, LogFile: c.LogFile},
-		Load:   func() ([]sidecar.Request, error) { return loadAll(store) },
+		Load:   func() ([]sidecar.Request, error) { return c.loadAll(store) },
 	}
 }
 
+// watched is the registry config the sidecar watches for names of other
+// hosts: etcd's; nil for local files, which only this host writes.
+func (c *Config) watched() *registry.Config {
+	if c.Registry.Backend != registry.BackendEtcd {
+		return nil
+	}
+	return c.Registry
+}
+
+// put is the request that serves e.
+func (c *Config) put(e *registry.Entry) sidecar.Request {
+	req := sidecar.Put(sidecar.FromEntry(e, hostname()))
+	req.Registry = c.watched()
+	return req
+}
+
 // loadAll reads every network of the registry as replace requests.
-func loadAll(store registry.Store) ([]sidecar.Request, error) {
+func (c *Config) loadAll(store registry.Store) ([]sidecar.Request, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)
 	defer cancel()
 	nets, err := store.Networks(ctx)
@@ -33,7 +50,7 @@ func loadAll(store registry.Store) ([]sidecar.Request, error) {
 	}
 	reqs := make([]sidecar.Request, 0, len(nets))
 	for _, n := range nets {
-		req, err := loadNetwork(ctx, store, n)
+		req, err := c.loadNetwork(ctx, store, n)
 		if err != nil {
 			return nil, err
 		}
@@ -43,32 +60,31 @@ func loadAll(store registry.Store) ([]sidecar.Request, error) {
 }
 
 // loadNetwork reads one network as a replace request (GC, and startup).
-func loadNetwork(ctx context.Context, store registry.Store, network string) (sidecar.Request, error) {
+func (c *Config) loadNetwork(ctx context.Context, store registry.Store, network string) (sidecar.Request, error) {
 	entries, err := store.List(ctx, network)
 	if err != nil {
 		return sidecar.Request{}, fmt.Errorf("listing network %s: %w", network, err)
 	}
 	n := bdns.Network{Name: network}
 	recs := make([]bdns.Record, 0, len(entries))
+	self := hostname()
 	for _, e := range entries {
 		var rec bdns.Record
-		n, rec = fromEntry(e)
+		n, rec = sidecar.FromEntry(e, self)
 		recs = append(recs, rec)
 	}
-	return sidecar.Replace(n, recs), nil
+	req := sidecar.Replace(n, recs)
+	// The watch needs the settings of the network being replaced; a
+	// network of the same registry as this config's.
+	req.Registry = c.watched()
+	return req, nil
 }
 
-func entryKey(containerID, ifName string) string { return containerID + "@" + ifName }
-
-func fromEntry(e *registry.Entry) (bdns.Network, bdns.Record) {
-	n := bdns.Network{Name: e.Network, Domain: e.DNS.Domain, Internal: e.DNS.Internal}
-	for _, u := range e.DNS.Upstreams {
-		if ap, err := parseUpstream(u); err == nil {
-			n.Upstreams = append(n.Upstreams, ap)
-		}
+// hostname names this host in registry entries (Entry.Host).
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return ""
 	}
-	return n, bdns.Record{
-		Key: entryKey(e.ContainerID, e.IfName), Names: e.Names, Aliases: e.Aliases,
-		Addrs: e.IPs, Gateways: e.Gateways,
-	}
+	return h
 }

@@ -192,7 +192,7 @@ const registryTimeout = 10 * time.Second
 // buildEntry collects what ADD registers from the args and prevResult.
 func buildEntry(c *Config, args *skel.CmdArgs, prev *current.Result) (*registry.Entry, error) {
 	e := &registry.Entry{
-		Network: c.Name, ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns,
+		Network: c.Name, ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns, Host: hostname(),
 		DNS:     registry.DNSConfig{Domain: c.DomainName, Internal: c.Internal},
 		Created: time.Now().UTC(),
 	}
@@ -290,9 +290,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 		// Undo: forget the entry, and tell a running sidecar (which exits if
 		// that was its last name).
 		_ = store.Delete(context.Background(), e.Network, e.ContainerID, e.IfName)
-		_ = c.client(store).Notify(sidecar.Del(e.Network, entryKey(e.ContainerID, e.IfName)), false)
+		_ = c.client(store).Notify(sidecar.Del(e.Network, registry.EntryName(e.ContainerID, e.IfName)), false)
 	}()
-	if err := c.client(store).Notify(sidecar.Put(fromEntry(e)), true); err != nil {
+	if err := c.client(store).Notify(c.put(e), true); err != nil {
 		return cni.Wrap(cni.CodeTryAgain, err, "%s: dns server", plugin)
 	}
 
@@ -343,7 +343,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err := store.Delete(ctx, c.Name, args.ContainerID, args.IfName); err != nil {
 		return cni.Wrap(cni.CodeIOFailure, err, "%s: unregistering %s", plugin, args.ContainerID)
 	}
-	if err := c.client(store).Notify(sidecar.Del(c.Name, entryKey(args.ContainerID, args.IfName)), false); err != nil {
+	if err := c.client(store).Notify(sidecar.Del(c.Name, registry.EntryName(args.ContainerID, args.IfName)), false); err != nil {
 		return cni.Wrap(cni.CodeTryAgain, err, "%s: dns server", plugin)
 	}
 	// The DNAT of dockerCompat lives in the container's namespace and goes
@@ -459,7 +459,7 @@ func cmdGC(args *skel.CmdArgs) error {
 		removed++
 	}
 	if removed > 0 {
-		req, err := loadNetwork(ctx, store, c.Name)
+		req, err := c.loadNetwork(ctx, store, c.Name)
 		if err != nil {
 			return cni.Wrap(cni.CodeIOFailure, err, "%s: gc", plugin)
 		}

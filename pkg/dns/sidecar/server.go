@@ -9,6 +9,7 @@ package sidecar
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -26,6 +27,7 @@ import (
 	"github.com/miekg/dns"
 
 	bdns "github.com/berthnet/berth/pkg/dns"
+	"github.com/berthnet/berth/pkg/registry"
 )
 
 // Main is the sidecar binary's main; it returns the exit code. The plugin
@@ -68,7 +70,7 @@ func Main() int {
 		logger.Print(err)
 		return fail("%v", err)
 	}
-	logger.Printf("serving %d names on %v", s.table.Len(), s.server.Addrs())
+	logger.Printf("serving %d names (%d local) on %v", s.table.Len(), s.table.LocalLen(), s.server.Addrs())
 	fmt.Fprintln(ready, "ok")
 	ready.Close()
 	return s.run()
@@ -83,13 +85,24 @@ type server struct {
 	ctl      net.Listener
 	life     *os.File
 
-	mu      sync.Mutex // serializes control requests
-	exiting bool
-	done    chan struct{}
+	self     string // this host's name (registry.Entry.Host)
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // etcd watches
+	mu       sync.Mutex     // serializes changes to the table
+	watches  map[string]*watch
+	progress chan struct{} // closed and replaced when a watch applies a revision
+	exiting  bool
+	done     chan struct{}
 }
 
 func newServer(c Config, logger *log.Logger, state io.Reader) (*server, error) {
-	s := &server{cfg: c, log: logger, table: bdns.NewTable(), done: make(chan struct{})}
+	s := &server{cfg: c, log: logger, table: bdns.NewTable(), done: make(chan struct{}), watches: map[string]*watch{}, progress: make(chan struct{})}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	var err error
+	if s.self, err = os.Hostname(); err != nil {
+		return nil, fmt.Errorf("hostname: %w", err)
+	}
 	ok := false
 	defer func() {
 		if !ok {
@@ -99,7 +112,6 @@ func newServer(c Config, logger *log.Logger, state io.Reader) (*server, error) {
 	// Held for life: a new sidecar started while an old one is exiting
 	// waits here until the old one is gone (the kernel drops the lock when
 	// it exits, even by SIGKILL).
-	var err error
 	s.life, err = os.OpenFile(c.lifeLock(), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
@@ -134,7 +146,10 @@ func newServer(c Config, logger *log.Logger, state io.Reader) (*server, error) {
 		} else if err != nil {
 			return nil, fmt.Errorf("reading the registry from stdin: %w", err)
 		}
-		if err := s.apply(req); err != nil {
+		s.mu.Lock()
+		err := s.apply(req)
+		s.mu.Unlock()
+		if err != nil {
 			return nil, fmt.Errorf("loading %s: %w", req.Network.Name, err)
 		}
 	}
@@ -184,6 +199,7 @@ func (s *server) run() int {
 		go s.handle(conn)
 	}
 	<-s.done
+	s.wg.Wait() // the watches, stopped by shutdown
 	s.log.Print("exited")
 	return 0
 }
@@ -197,6 +213,15 @@ func (s *server) handle(conn net.Conn) {
 	var req Request
 	if err := json.Unmarshal(line, &req); err != nil {
 		fmt.Fprintf(conn, "err bad request: %v\n", err)
+		return
+	}
+	if req.Op == OpSync {
+		// Not under s.mu: the watches need it to make progress.
+		if err := s.waitApplied(req.Network.Name, req.Revision); err != nil {
+			fmt.Fprintf(conn, "err sync: %v\n", err)
+			return
+		}
+		fmt.Fprintln(conn, "ok")
 		return
 	}
 	s.mu.Lock()
@@ -214,9 +239,9 @@ func (s *server) handle(conn net.Conn) {
 		fmt.Fprintf(conn, "err %v\n", err)
 		return
 	}
-	if s.table.Len() == 0 {
-		// The last name of the last network is gone: leave nothing
-		// running. The listeners close before the reply, so when DEL
+	if s.table.LocalLen() == 0 {
+		// The last name of the last network is gone (names of other
+		// hosts' containers serve nobody here): leave nothing running. The listeners close before the reply, so when DEL
 		// returns nothing answers any more.
 		s.log.Print("no names left: exiting")
 		s.shutdown()
@@ -224,18 +249,37 @@ func (s *server) handle(conn net.Conn) {
 	fmt.Fprintln(conn, "ok")
 }
 
-// apply changes the table.
+// apply changes the table; called with s.mu held.
 func (s *server) apply(req Request) error {
+	w := s.watches[req.Network.Name]
+	if w == nil && req.Registry != nil && req.Registry.Backend == registry.BackendEtcd && (req.Op == OpPut || req.Op == OpReplace) {
+		w = s.follow(req.Network, req.Registry, req.Records)
+		if req.Op == OpReplace {
+			// The watch's initial state is this request's remote records.
+			s.table.ReplaceNetwork(req.Network, req.Records)
+			return nil
+		}
+	}
 	switch req.Op {
 	case OpPut:
 		if req.Record == nil {
 			return fmt.Errorf("put without a record")
 		}
+		if req.Record.Remote && w != nil {
+			return nil // the watch has it, in etcd's order
+		}
 		s.table.Set(req.Network, *req.Record)
 	case OpDel:
 		s.table.Remove(req.Network.Name, req.Key)
+		if w != nil {
+			delete(w.remote, req.Key)
+		}
 	case OpReplace:
-		s.table.ReplaceNetwork(req.Network, req.Records)
+		recs := req.Records
+		if w != nil {
+			recs = w.withRemote(recs)
+		}
+		s.table.ReplaceNetwork(req.Network, recs)
 	default:
 		return fmt.Errorf("unknown op %q", req.Op)
 	}
@@ -245,7 +289,7 @@ func (s *server) apply(req Request) error {
 // listen brings the listeners in line with the table and, for a put,
 // checks that the record's gateways are served before the plugin returns.
 func (s *server) listen(req Request) error {
-	if s.table.Len() == 0 {
+	if s.table.LocalLen() == 0 {
 		return nil // about to exit
 	}
 	if err := s.server.Listen(s.table.Gateways()); err != nil {
@@ -277,6 +321,7 @@ func (s *server) shutdown() {
 }
 
 func (s *server) close() {
+	s.cancel() // stops the etcd watches
 	if s.ctl != nil {
 		s.ctl.Close() // also unlinks the socket
 	}

@@ -64,6 +64,7 @@ func (rs *Resolver) answer(w dns.ResponseWriter, req *dns.Msg) *dns.Msg {
 		v4 := q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY
 		v6 := q.Qtype == dns.TypeAAAA || q.Qtype == dns.TypeANY
 		res = rs.Table.lookupName(src, local, name, v4, v6)
+		m.Answer = make([]dns.RR, 0, len(res.addrs))
 		for _, a := range res.addrs {
 			if a.Is4() {
 				m.Answer = append(m.Answer, &dns.A{Hdr: hdr(q.Name, dns.TypeA), A: a.AsSlice()})

@@ -65,6 +65,8 @@ type netState struct {
 	subnets  map[netip.Prefix]int // refcounts over records
 	gateways map[netip.Addr]int   // refcounts over local records
 	locals   int                  // records that are not Remote
+	// dotDomain is "." + Domain.
+	dotDomain string
 }
 
 // NewTable returns an empty table.
@@ -86,6 +88,7 @@ func (t *Table) Set(n Network, rec Record) {
 	}
 	ns.Network = n
 	ns.Domain = normalize(n.Domain)
+	ns.dotDomain = "." + ns.Domain
 	if old := ns.records[rec.Key]; old != nil {
 		ns.remove(old)
 	}
@@ -257,7 +260,9 @@ func (t *Table) lookupName(src, local netip.Addr, name string, v4, v6 bool) look
 				res.authority = true
 				continue
 			}
-			if s, ok := strings.CutSuffix(name, "."+ns.Domain); ok {
+			// dotDomain is built once per update: concatenating here cost
+			// an allocation per query.
+			if s, ok := strings.CutSuffix(name, ns.dotDomain); ok {
 				short = s
 				res.authority = true
 			}

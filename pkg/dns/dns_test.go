@@ -319,3 +319,25 @@ func BenchmarkServeDNS(b *testing.B) {
 		rs.ServeDNS(w, m)
 	}
 }
+
+// TestTruncation: an answer too large for the asker's UDP size comes back
+// truncated with TC set (the client then retries over TCP, which gets all).
+func TestTruncation(t *testing.T) {
+	tab := NewTable()
+	n := Network{Name: "n", Domain: "dns.podman"}
+	for i := range 100 {
+		tab.Set(n, Record{Key: fmt.Sprint(i), Names: []string{fmt.Sprint("c", i)}, Aliases: []string{"all"}, Addrs: pfx(fmt.Sprintf("127.1.0.%d/16", i+2)), Gateways: gw})
+	}
+	srv := startServer(t, &Resolver{Table: tab})
+	resp, err := query(t, srv, "127.1.9.9", "udp", "all.dns.podman", dns.TypeA)
+	if err != nil {
+		t.Fatalf("udp: %v", err)
+	}
+	if !resp.Truncated || len(resp.Answer) >= 100 {
+		t.Fatalf("udp without EDNS: got TC=%v with %d answers, want TC with fewer than 100", resp.Truncated, len(resp.Answer))
+	}
+	resp, err = query(t, srv, "127.1.9.9", "tcp", "all.dns.podman", dns.TypeA)
+	if err != nil || resp.Truncated || len(resp.Answer) != 100 {
+		t.Fatalf("tcp: got %d answers, TC=%v, err %v; want 100", len(resp.Answer), resp != nil && resp.Truncated, err)
+	}
+}

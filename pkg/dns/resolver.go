@@ -34,6 +34,17 @@ func (rs *Resolver) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	if m == nil {
 		return
 	}
+	if _, ok := w.RemoteAddr().(*net.UDPAddr); ok {
+		// A reply larger than the asker takes over UDP (512 bytes, or its
+		// EDNS0 size) goes out truncated with TC set, so that it retries
+		// over TCP, rather than as a datagram it cannot read whole (a
+		// shared alias of a few dozen containers is enough).
+		size := dns.MinMsgSize
+		if opt := req.IsEdns0(); opt != nil && int(opt.UDPSize()) > size {
+			size = int(opt.UDPSize())
+		}
+		m.Truncate(size)
+	}
 	_ = w.WriteMsg(m)
 }
 

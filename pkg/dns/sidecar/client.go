@@ -53,11 +53,11 @@ func (c *Client) Notify(req Request, start bool) error {
 	}
 	defer unlock()
 	err = c.send(req)
-	if !errors.Is(err, ErrNotRunning) || !start {
-		if errors.Is(err, ErrNotRunning) {
-			return nil
-		}
+	switch {
+	case !errors.Is(err, ErrNotRunning):
 		return err
+	case !start:
+		return nil
 	}
 	if err := c.start(); err != nil {
 		return err
@@ -159,12 +159,10 @@ func isExec(p string) bool {
 // start starts the sidecar, with the start lock held. It streams Load's
 // requests on the sidecar's stdin; the sidecar reports readiness (or its
 // startup error) on a pipe, so nobody sleeps or polls.
+//
+// An old sidecar may still be exiting (it answered "exiting"): the new one
+// waits for it to be gone on the life lock before it listens.
 func (c *Client) start() error {
-	// Someone may have started it while we waited for the lock.
-	if conn, err := net.Dial("unix", c.socket()); err == nil {
-		conn.Close()
-		return nil
-	}
 	var state []Request
 	if c.Load != nil {
 		var err error
@@ -206,14 +204,20 @@ func (c *Client) start() error {
 	// The sidecar outlives us; not waiting for it is deliberate (init, or
 	// the runtime's subreaper, reaps it).
 	defer func() { _ = cmd.Process.Release() }()
-	enc := json.NewEncoder(stdin)
-	var werr error
-	for _, req := range state {
-		if werr = enc.Encode(req); werr != nil {
-			break
+	// Written while we wait for readiness, whose deadline also bounds a
+	// sidecar that never reads (one stuck behind an old one's life lock).
+	written := make(chan error, 1)
+	go func() {
+		enc := json.NewEncoder(stdin)
+		var err error
+		for _, req := range state {
+			if err = enc.Encode(req); err != nil {
+				break
+			}
 		}
-	}
-	stdin.Close()
+		stdin.Close()
+		written <- err
+	}()
 	_ = r.SetReadDeadline(time.Now().Add(controlTimeout))
 	msg, err := io.ReadAll(r)
 	if err != nil {
@@ -222,8 +226,12 @@ func (c *Client) start() error {
 	if s := strings.TrimSpace(string(msg)); s != "ok" {
 		if s == "" {
 			s = "exited during startup"
-			if werr != nil {
-				s += fmt.Sprintf(" (sending it the registry: %v)", werr)
+			select {
+			case werr := <-written:
+				if werr != nil {
+					s += fmt.Sprintf(" (sending it the registry: %v)", werr)
+				}
+			default:
 			}
 		}
 		return fmt.Errorf("dns sidecar: %s (log: %s)", s, c.LogFile)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -161,5 +162,20 @@ func startEtcd(t *testing.T, host *nstest.NS) string {
 		if strings.Contains(string(buf[:n]), "READY=1") {
 			return cu
 		}
+	}
+}
+
+// TestSidecarNotAPlugin: the sidecar binary sits in the CNI directory, so a
+// runtime given "type": "dnsname-sidecar" gets a CNI error, not a server.
+func TestSidecarNotAPlugin(t *testing.T) {
+	cmd := exec.Command(filepath.Join(nstest.CNIPath(t), sidecar.Binary))
+	cmd.Env = []string{"CNI_COMMAND=VERSION"}
+	out, err := cmd.Output()
+	var ce struct {
+		Code uint   `json:"code"`
+		Msg  string `json:"msg"`
+	}
+	if err == nil || json.Unmarshal(out, &ce) != nil || ce.Code != 4 || !strings.Contains(ce.Msg, "not a CNI plugin") {
+		t.Fatalf("got %v, output %q; want exit status 1 and a CNI error with code 4", err, out)
 	}
 }

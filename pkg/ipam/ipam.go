@@ -19,7 +19,7 @@ import (
 // Add reserves one address per range set for (id, ifname) and returns the
 // result. It is idempotent: an attachment that already holds an address in
 // a range set gets that address again. On failure nothing it reserved is
-// left behind.
+// left behind, and the round-robin positions are restored.
 func Add(c *Config, id, ifname string) (res *current.Result, err error) {
 	auto := c.HasAuto()
 	var subnets *Subnets
@@ -90,6 +90,7 @@ func Add(c *Config, id, ifname string) (res *current.Result, err error) {
 			for _, a := range fresh {
 				_ = store.Release(a, o)
 			}
+			_ = store.RestoreLast()
 			if empty, err := store.Empty(); auto && err == nil && empty {
 				subnets.Release(c.Name)
 			}

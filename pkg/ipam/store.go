@@ -95,6 +95,9 @@ type Store struct {
 	buckets map[string]map[string][]string
 	changed map[string]bool
 	used    map[netip.Addr]bool // every reserved address, loaded on demand
+	// lastOrig keeps each last_reserved_ip.<n> as it was before this
+	// session changed it (nil: absent), for RestoreLast.
+	lastOrig map[int][]byte
 }
 
 // ErrNoStore is returned by Open with create=false when the network has no
@@ -426,6 +429,13 @@ func (s *Store) Reserve(a netip.Addr, o Owner, rangeID int) (bool, error) {
 		s.used[a] = true
 	}
 	last := filepath.Join(s.dir, lastIPPrefix+strconv.Itoa(rangeID))
+	if _, saved := s.lastOrig[rangeID]; !saved {
+		if s.lastOrig == nil {
+			s.lastOrig = map[int][]byte{}
+		}
+		b, _ := os.ReadFile(last)
+		s.lastOrig[rangeID] = b
+	}
 	if err := writeAtomic(s.meta, last, []byte(a.String())); err != nil {
 		_ = s.Release(a, o)
 		return false, fmt.Errorf("recording last reserved address: %w", err)
@@ -506,6 +516,25 @@ func (s *Store) ReleaseOwner(id, ifname string) ([]netip.Addr, error) {
 		errs = append(errs, s.Release(a, o))
 	}
 	return addrs, errors.Join(errs...)
+}
+
+// RestoreLast puts every last_reserved_ip.<n> this session changed back as
+// it was, so that a failed ADD does not even move the round-robin.
+func (s *Store) RestoreLast() error {
+	var errs []error
+	for id, b := range s.lastOrig {
+		path := filepath.Join(s.dir, lastIPPrefix+strconv.Itoa(id))
+		if b == nil {
+			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		} else if err := writeAtomic(s.meta, path, b); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.lastOrig = nil
+	s.dirty = true
+	return errors.Join(errs...)
 }
 
 // LastReserved returns the address last given from range set rangeID, if

@@ -237,6 +237,18 @@ func TestExhaustion(t *testing.T) {
 	l := e.list("1.0.0", "net1", `{"type":"host-local","ranges":[[{"subnet":"fd00:7::/64"}],[{"subnet":"10.1.0.0/30"}]]}`)
 	e.mustAdd(l, e.att("c1"))
 	before := e.reservations("net1")
+	last := func() string {
+		var out []string
+		for _, n := range []string{"last_reserved_ip.0", "last_reserved_ip.1"} {
+			b, err := os.ReadFile(filepath.Join(e.netDir("net1"), n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, string(b))
+		}
+		return strings.Join(out, " ")
+	}
+	lastBefore := last()
 	_, err := e.add(l, e.att("c2"))
 	ce := cniErr(t, err)
 	if want := "host-local: no free address in 10.1.0.0/30 (range 10.1.0.1-10.1.0.2)"; ce.Code != cni.CodeAddressExhausted || ce.Msg != want {
@@ -245,10 +257,13 @@ func TestExhaustion(t *testing.T) {
 	if got := e.reservations("net1"); got != before {
 		t.Fatalf("files after failed ADD: got %s, want %s", got, before)
 	}
-	// The freed IPv4 address is used again. (The failed ADD moved the IPv6
-	// round-robin past fd00:7::3, as the reference's does.)
+	// Not even the round-robin position moved (the reference's does).
+	if got := last(); got != lastBefore {
+		t.Fatalf("last_reserved_ip after failed ADD: got %s, want %s", got, lastBefore)
+	}
+	// The freed IPv4 address is used again.
 	e.mustDel(l, e.att("c1"))
-	if got := ips(e.mustAdd(l, e.att("c2"))); got != "fd00:7::4/64 gw fd00:7::1, 10.1.0.2/30 gw 10.1.0.1" {
+	if got := ips(e.mustAdd(l, e.att("c2"))); got != "fd00:7::3/64 gw fd00:7::1, 10.1.0.2/30 gw 10.1.0.1" {
 		t.Fatalf("after DEL: got %s", got)
 	}
 }

@@ -178,19 +178,23 @@ func cmdAdd(args *skel.CmdArgs) error {
 	return cni.Print(result, conf.CNIVersion)
 }
 
-// pinBridgeMAC gives a new bridge a fixed random MAC. A Linux bridge
+// pinBridgeMAC fixes the bridge's MAC (one netlink call). A Linux bridge
 // otherwise takes the lowest MAC among its ports, so it would change as
 // containers come and go and every container's ARP entry for the gateway
 // would go stale (Docker pins docker0's MAC for the same reason).
 func pinBridgeMAC(h *netlink.Handle, br *netlink.Bridge) error {
-	if br.Attrs().HardwareAddr != nil && br.Attrs().HardwareAddr[0]&0x02 != 0 {
-		return nil // already locally administered: set by us or by an admin
+	mac := br.Attrs().HardwareAddr
+	if len(mac) != 6 {
+		mac = make(net.HardwareAddr, 6)
+		if _, err := rand.Read(mac); err != nil {
+			return fmt.Errorf("random MAC: %w", err)
+		}
+		mac[0] = (mac[0] | 0x02) &^ 0x01
 	}
-	mac := make(net.HardwareAddr, 6)
-	if _, err := rand.Read(mac); err != nil {
-		return fmt.Errorf("random MAC: %w", err)
-	}
-	mac[0] = (mac[0] | 0x02) &^ 0x01
+	// Setting the MAC, even to the one the bridge already has, is what
+	// pins it: the kernel then marks it NET_ADDR_SET and stops following
+	// the lowest port MAC. The MAC itself cannot tell a pinned bridge from
+	// a fresh one: the kernel's random MAC is locally administered too.
 	if err := h.LinkSetHardwareAddr(br, mac); err != nil {
 		return fmt.Errorf("set MAC of bridge %s: %w", br.Attrs().Name, err)
 	}

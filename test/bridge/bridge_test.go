@@ -53,6 +53,14 @@ func TestDefaultBridge(t *testing.T) {
 			t.Fatalf("host links:\n%s\nwant %s", hostLinks, want)
 		}
 	}
+	// The bridge's MAC is pinned (NET_ADDR_SET), so it never follows the
+	// lowest port MAC as containers come and go.
+	if got := strings.TrimSpace(e.Host.MustExec(t, "cat", "/sys/class/net/docker0/addr_assign_type")); got != "3" {
+		t.Fatalf("docker0 addr_assign_type %s, want 3 (set)", got)
+	}
+	if c1.Res.Interfaces[0].Mac != c2.Res.Interfaces[0].Mac {
+		t.Fatalf("bridge MAC changed between ADDs: %s then %s", c1.Res.Interfaces[0].Mac, c2.Res.Interfaces[0].Mac)
+	}
 	if !strings.Contains(e.Host.MustExec(t, "ip", "-d", "link", "show", c1.Res.Interfaces[1].Name), "hairpin on") {
 		t.Fatalf("hairpinMode: host veth has hairpin off")
 	}

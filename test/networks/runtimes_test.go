@@ -159,7 +159,7 @@ func lookup(c *nstest.Container, name string) (string, error) {
 
 // killSidecar makes sure no dnsname sidecar outlives the test: on cleanup
 // (after the containers' DELs) it kills the one whose pid file is in the
-// test's state directory, if that process is still a dnsname.
+// test's state directory, if that process is still a dnsname sidecar.
 func killSidecar(t *testing.T, w *world) {
 	t.Cleanup(func() {
 		b, err := os.ReadFile(filepath.Join(w.DataDir, "dnsname", "sidecar.pid"))
@@ -170,7 +170,7 @@ func killSidecar(t *testing.T, w *world) {
 		if err != nil || pid <= 0 {
 			return
 		}
-		if exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe"); err == nil && filepath.Base(exe) == "dnsname" {
+		if exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe"); err == nil && strings.HasPrefix(filepath.Base(exe), "dnsname") {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})

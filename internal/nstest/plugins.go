@@ -40,6 +40,8 @@ func run(m *testing.M) int {
 		for _, d := range dirs {
 			cmd := exec.Command("go", "build", "-o", dir+"/", "./plugins/"+filepath.Base(d))
 			cmd.Dir = root
+			// As `make build`: static, like the binaries users install.
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 			if out, err := cmd.CombinedOutput(); err != nil {
 				fmt.Fprintf(os.Stderr, "nstest: building %s: %v\n%s", filepath.Base(d), err, out)
 			}

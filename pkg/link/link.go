@@ -37,7 +37,9 @@ func OpenNS(path string) (*NS, error) {
 		}
 		return nil, fmt.Errorf("open netns %s: %w", path, err)
 	}
-	h, err := netlink.NewHandleAt(fd)
+	// Only rtnetlink: a handle opens one socket per family it is given
+	// (all three by default), each with two setns calls to get there.
+	h, err := netlink.NewHandleAt(fd, unix.NETLINK_ROUTE)
 	if err != nil {
 		fd.Close()
 		return nil, fmt.Errorf("netlink handle in %s: %w", path, err)

@@ -45,7 +45,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return cni.Errorf(cni.CodeInvalidEnv, "%s: CNI_CONTAINERID: %v", plugin, err)
 	}
 
-	host, err := netlink.NewHandle()
+	host, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: netlink: %v", plugin, err)
 	}
@@ -296,8 +296,6 @@ func cmdDel(args *skel.CmdArgs) error {
 // teardown removes the veth pair and the masquerade rules of an attachment,
 // whatever is left of them.
 func teardown(conf *NetConf, args *skel.CmdArgs, prev *current.Result) error {
-	// The container side first: its addresses tell masquerade teardown
-	// what to remove when there is no prevResult.
 	var ips []*net.IPNet
 	if prev != nil {
 		for _, ipc := range prev.IPs {
@@ -305,44 +303,67 @@ func teardown(conf *NetConf, args *skel.CmdArgs, prev *current.Result) error {
 			ips = append(ips, &ipn)
 		}
 	}
-	host, err := netlink.NewHandle()
+	host, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: netlink: %v", plugin, err)
 	}
 	defer host.Close()
+	var cont *link.NS
 	if args.Netns != "" {
-		cont, err := link.OpenNS(args.Netns)
+		cont, err = link.OpenNS(args.Netns)
 		switch {
 		case errors.Is(err, os.ErrNotExist):
 			// The namespace is gone and its end of the veth with it.
+			cont = nil
 		case err != nil:
 			return cni.Errorf(cni.CodeInvalidNetNS, "%s: CNI_NETNS: %v", plugin, err)
 		default:
+			defer cont.Close()
 			if ips == nil {
+				// No prevResult: the interface's addresses tell
+				// masquerade teardown what to remove.
 				ips, _ = link.IfaceAddrs(cont, args.IfName)
-			}
-			err = link.DelLink(cont.Handle, args.IfName)
-			cont.Close()
-			if err != nil {
-				return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
 			}
 		}
 	}
-	// The host end by its derived name: covers a namespace that was
-	// removed while something still held the veth.
+
+	// Unregistering a veth waits out an RCU grace period in the kernel
+	// (~20 ms here, most of a DEL): the rules go meanwhile.
+	masqDone := make(chan error, 1)
+	go func() { masqDone <- delMasq(conf, args, ips) }()
+	linkErr := delVeth(host, cont, args)
+	if err := <-masqDone; err != nil && linkErr == nil {
+		return err
+	}
+	return linkErr
+}
+
+// delVeth deletes the container end (when its namespace is still there)
+// and the host end by its derived name, which covers a namespace removed
+// while something still held the veth.
+func delVeth(host *netlink.Handle, cont *link.NS, args *skel.CmdArgs) error {
+	if cont != nil {
+		if err := link.DelLink(cont.Handle, args.IfName); err != nil {
+			return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
+		}
+	}
 	if err := link.DelLink(host, link.HostVethName(args.ContainerID, args.IfName)); err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
 	}
+	return nil
+}
 
-	if conf.IPMasq {
-		fw, err := firewall.NewMasquerader(conf.IPMasqBackend)
-		if err != nil {
-			return cni.InvalidField(plugin, "ipMasqBackend", conf.IPMasqBackend, err.Error())
-		}
-		m := firewall.Masq{Network: conf.Name, ContainerID: args.ContainerID, IfName: args.IfName, IPs: ips}
-		if err := fw.DelMasq(m); err != nil {
-			return cni.Errorf(cni.CodeKernel, "%s: ipMasq: %v", plugin, err)
-		}
+func delMasq(conf *NetConf, args *skel.CmdArgs, ips []*net.IPNet) error {
+	if !conf.IPMasq {
+		return nil
+	}
+	fw, err := firewall.NewMasquerader(conf.IPMasqBackend)
+	if err != nil {
+		return cni.InvalidField(plugin, "ipMasqBackend", conf.IPMasqBackend, err.Error())
+	}
+	m := firewall.Masq{Network: conf.Name, ContainerID: args.ContainerID, IfName: args.IfName, IPs: ips}
+	if err := fw.DelMasq(m); err != nil {
+		return cni.Errorf(cni.CodeKernel, "%s: ipMasq: %v", plugin, err)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ check ping iputils-ping
 check dig dnsutils
 check curl curl
 check nc netcat-openbsd
+check sysctl procps
 check etcd etcd-server
 check dnsperf dnsperf
 # The DNS benchmark compares with Podman's server and dnsmasq: only for

@@ -5,6 +5,7 @@
 package link
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -73,7 +74,8 @@ func IsNotFound(err error) bool {
 		errors.Is(err, unix.EADDRNOTAVAIL) || errors.Is(err, unix.ENOENT)
 }
 
-// EnsureBridge returns the bridge called name, creating it first if needed.
+// EnsureBridge returns the bridge called name, creating it first if needed
+// with a fixed MAC.
 // Concurrent callers (many plugin processes at once) all get the same
 // bridge: the loser of the creation race just looks it up.
 //
@@ -88,6 +90,14 @@ func EnsureBridge(h *netlink.Handle, name string, mtu int, promisc bool) (*netli
 		attrs.Name = name
 		attrs.MTU = mtu
 		attrs.Flags = net.FlagUp
+		// A MAC given at creation is pinned (NET_ADDR_SET). Without it a
+		// bridge takes the lowest MAC among its ports and changes it as
+		// containers come and go, leaving every container's ARP entry for
+		// the gateway stale. Setting it later would cost a CHANGEADDR
+		// event (a neighbour flush on the bridge) on every call.
+		if attrs.HardwareAddr, err = randomMAC(); err != nil {
+			return nil, err
+		}
 		if promisc {
 			attrs.Promisc = 1
 		}
@@ -114,6 +124,16 @@ func EnsureBridge(h *netlink.Handle, name string, mtu int, promisc bool) (*netli
 		}
 	}
 	return br, nil
+}
+
+// randomMAC is a random unicast, locally administered MAC.
+func randomMAC() (net.HardwareAddr, error) {
+	mac := make(net.HardwareAddr, 6)
+	if _, err := rand.Read(mac); err != nil {
+		return nil, fmt.Errorf("random MAC: %w", err)
+	}
+	mac[0] = (mac[0] | 0x02) &^ 0x01
+	return mac, nil
 }
 
 // Veth describes a veth pair with one end in the current namespace,

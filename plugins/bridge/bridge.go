@@ -1,9 +1,7 @@
 package main
 
 import (
-	"crypto/rand"
 	"errors"
-	"fmt"
 	"net"
 	"os"
 
@@ -96,9 +94,6 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
 	}
-	if err := pinBridgeMAC(host, br); err != nil {
-		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
-	}
 
 	hostName := link.HostVethName(args.ContainerID, args.IfName)
 	veth := link.Veth{HostName: hostName, Master: br, MTU: conf.MTU, PeerName: args.IfName, PeerMAC: conf.mac, PeerNS: cont, HostUp: true}
@@ -176,30 +171,6 @@ func cmdAdd(args *skel.CmdArgs) error {
 	}
 	committed = true
 	return cni.Print(result, conf.CNIVersion)
-}
-
-// pinBridgeMAC fixes the bridge's MAC (one netlink call). A Linux bridge
-// otherwise takes the lowest MAC among its ports, so it would change as
-// containers come and go and every container's ARP entry for the gateway
-// would go stale (Docker pins docker0's MAC for the same reason).
-func pinBridgeMAC(h *netlink.Handle, br *netlink.Bridge) error {
-	mac := br.Attrs().HardwareAddr
-	if len(mac) != 6 {
-		mac = make(net.HardwareAddr, 6)
-		if _, err := rand.Read(mac); err != nil {
-			return fmt.Errorf("random MAC: %w", err)
-		}
-		mac[0] = (mac[0] | 0x02) &^ 0x01
-	}
-	// Setting the MAC, even to the one the bridge already has, is what
-	// pins it: the kernel then marks it NET_ADDR_SET and stops following
-	// the lowest port MAC. The MAC itself cannot tell a pinned bridge from
-	// a fresh one: the kernel's random MAC is locally administered too.
-	if err := h.LinkSetHardwareAddr(br, mac); err != nil {
-		return fmt.Errorf("set MAC of bridge %s: %w", br.Attrs().Name, err)
-	}
-	br.Attrs().HardwareAddr = mac
-	return nil
 }
 
 // setupGateway puts each IP config's gateway on the bridge (with the

@@ -52,6 +52,19 @@ func PrevResult(plugin string, conf *types.NetConf) (*current.Result, error) {
 	return res, nil
 }
 
+// NeedPrevResult is PrevResult for what cannot work without one (a chained
+// plugin's ADD, any CHECK): a missing prevResult is code 7 saying so.
+func NeedPrevResult(plugin string, conf *types.NetConf) (*current.Result, error) {
+	prev, err := PrevResult(plugin, conf)
+	if err != nil {
+		return nil, err
+	}
+	if prev == nil {
+		return nil, Errorf(CodeInvalidConfig, "%s: no prevResult: %s must be chained after the plugin that creates the interface and its addresses (bridge)", plugin, plugin)
+	}
+	return prev, nil
+}
+
 // Print writes result to stdout in the config's cniVersion.
 func Print(result types.Result, cniVersion string) error {
 	return types.PrintResult(result, cniVersion)

@@ -72,3 +72,39 @@ func TestWrapKeepsCode(t *testing.T) {
 		t.Fatalf("got %d %q", got.Code, got.Msg)
 	}
 }
+
+func TestNeedPrevResult(t *testing.T) {
+	tests := []struct {
+		name     string
+		conf     string
+		wantCode uint
+		wantIP   string
+	}{
+		{"missing", `{"cniVersion":"1.0.0","name":"n","type":"portmap"}`, CodeInvalidConfig, ""},
+		{"present", `{"cniVersion":"1.0.0","name":"n","type":"portmap","prevResult":{"cniVersion":"1.0.0","ips":[{"address":"10.1.0.2/24"}]}}`, 0, "10.1.0.2/24"},
+		{"old version converted", `{"cniVersion":"0.3.1","name":"n","type":"portmap","prevResult":{"cniVersion":"0.3.1","ips":[{"version":"4","address":"10.1.0.3/24"}]}}`, 0, "10.1.0.3/24"},
+		{"garbage", `{"cniVersion":"1.0.0","name":"n","type":"portmap","prevResult":{"cniVersion":"1.0.0","ips":[{"address":"nope"}]}}`, CodeDecode, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var c types.NetConf
+			if err := Decode("portmap", []byte(tt.conf), &c); err != nil {
+				t.Fatal(err)
+			}
+			prev, err := NeedPrevResult("portmap", &c)
+			if tt.wantCode != 0 {
+				var ce *types.Error
+				if !errors.As(err, &ce) || ce.Code != tt.wantCode {
+					t.Fatalf("got %v, want code %d", err, tt.wantCode)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("got %v, want nil", err)
+			}
+			if got := prev.IPs[0].Address.String(); got != tt.wantIP {
+				t.Fatalf("got %s, want %s", got, tt.wantIP)
+			}
+		})
+	}
+}

@@ -21,12 +21,9 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	prev, err := cni.PrevResult(plugin, &conf.NetConf)
+	prev, err := cni.NeedPrevResult(plugin, &conf.NetConf)
 	if err != nil {
 		return err
-	}
-	if prev == nil {
-		return cni.Errorf(cni.CodeInvalidConfig, "%s: CHECK needs prevResult", plugin)
 	}
 	if err := (ipamDriver{conf: conf, args: args}).check(prev); err != nil {
 		return err

@@ -254,12 +254,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	prev, err := cni.PrevResult(plugin, &c.NetConf)
+	prev, err := cni.NeedPrevResult(plugin, &c.NetConf)
 	if err != nil {
 		return err
-	}
-	if prev == nil {
-		return cni.Errorf(cni.CodeInvalidConfig, "%s: no prevResult: dnsname must be chained after bridge (or another plugin that assigns IPs)", plugin)
 	}
 	if err := cni.SafeContainerID(args.ContainerID); err != nil {
 		return cni.Errorf(cni.CodeInvalidEnv, "%s: %v", plugin, err)
@@ -356,12 +353,9 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	prev, err := cni.PrevResult(plugin, &c.NetConf)
+	prev, err := cni.NeedPrevResult(plugin, &c.NetConf)
 	if err != nil {
 		return err
-	}
-	if prev == nil {
-		return cni.Errorf(cni.CodeInvalidConfig, "%s: CHECK needs a prevResult", plugin)
 	}
 	store, err := openRegistry(c)
 	if err != nil {

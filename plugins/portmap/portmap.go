@@ -52,12 +52,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	prev, err := cni.PrevResult(plugin, &conf.NetConf)
+	prev, err := cni.NeedPrevResult(plugin, &conf.NetConf)
 	if err != nil {
 		return err
-	}
-	if prev == nil {
-		return cni.Errorf(cni.CodeInvalidConfig, "%s: no prevResult: portmap must be chained after a plugin that gives the container its addresses (bridge)", plugin)
 	}
 	if len(maps) == 0 {
 		return cni.Print(prev, conf.CNIVersion)
@@ -158,12 +155,9 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	prev, err := cni.PrevResult(plugin, &conf.NetConf)
+	prev, err := cni.NeedPrevResult(plugin, &conf.NetConf)
 	if err != nil {
 		return err
-	}
-	if prev == nil {
-		return cni.Errorf(cni.CodeInvalidConfig, "%s: CHECK needs prevResult", plugin)
 	}
 	if len(maps) == 0 {
 		return nil

@@ -15,9 +15,10 @@ import (
 func TestMain(m *testing.M) { nstest.Main(m) }
 
 // buildReference builds containernetworking/plugins v1.9.1's host-local
-// into <tempdir>/host-local in a scratch module, offline, from the module
-// cache (its source is there because berth's go.mod requires v1.9.1), and
-// returns the directory. The reference is only run, never copied.
+// into <tempdir>/host-local in a scratch module and returns the directory.
+// The reference's own dependencies (its file lock) are not berth's, so on a
+// fresh machine they come from the Go module proxy, as for `go install`.
+// The reference is only run, never copied.
 func buildReference(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -37,9 +38,9 @@ func buildReference(t testing.TB) string {
 	}
 	cmd := exec.Command("go", "build", "-o", filepath.Join(bin, "host-local"), "github.com/containernetworking/plugins/plugins/ipam/host-local")
 	cmd.Dir = mod
-	cmd.Env = append(os.Environ(), "GOPROXY=off", "GOFLAGS=-mod=mod", "GOWORK=off")
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the reference host-local from the module cache: %v: %s", err, out)
+		t.Fatalf("building the reference host-local v1.9.1: %v: %s", err, out)
 	}
 	return bin
 }

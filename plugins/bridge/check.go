@@ -39,15 +39,6 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if _, ok := br.(*netlink.Bridge); !ok {
 		return fail("%s is a %s, not a bridge", conf.BrName, br.Type())
 	}
-	hostName := link.HostVethName(args.ContainerID, args.IfName)
-	hv, err := netlink.LinkByName(hostName)
-	if err != nil {
-		return fail("host veth %s: %v", hostName, err)
-	}
-	if hv.Attrs().MasterIndex != br.Attrs().Index {
-		return fail("host veth %s is not attached to %s", hostName, conf.BrName)
-	}
-
 	cont, err := link.OpenNS(args.Netns)
 	if err != nil {
 		return cni.Errorf(cni.CodeInvalidNetNS, "%s: CNI_NETNS: %v", plugin, err)
@@ -55,6 +46,21 @@ func cmdCheck(args *skel.CmdArgs) error {
 	defer cont.Close()
 	if err := checkContainer(cont, args.IfName, prev); err != nil {
 		return fail("%v", err)
+	}
+
+	// The host end is found through the container end's peer index, not
+	// by name: attachments made by the reference plugin before berth was
+	// swapped in have random host names.
+	cl, err := cont.Handle.LinkByName(args.IfName)
+	if err != nil {
+		return fail("interface %s: %v", args.IfName, err)
+	}
+	hv, err := netlink.LinkByIndex(cl.Attrs().ParentIndex)
+	if err != nil {
+		return fail("host end of %s (ifindex %d): %v", args.IfName, cl.Attrs().ParentIndex, err)
+	}
+	if hv.Attrs().MasterIndex != br.Attrs().Index {
+		return fail("host veth %s is not attached to %s", hv.Attrs().Name, conf.BrName)
 	}
 
 	if conf.IPMasq && len(prev.IPs) > 0 {

@@ -29,7 +29,7 @@ func BenchmarkBinaryADD(b *testing.B) {
 	nstest.RequireRoot(b)
 	impls := []struct{ name, bin string }{
 		{"berth", filepath.Join(nstest.CNIPath(b), "host-local")},
-		{"ref", filepath.Join(buildReference(b), "host-local")},
+		{"ref", filepath.Join(nstest.BuildReference(b, "ipam/host-local"), "host-local")},
 	}
 	for _, sc := range []struct {
 		name, command string

@@ -63,7 +63,7 @@ func TestReferenceLayout(t *testing.T) {
 func TestReferenceInterop(t *testing.T) {
 	e := newEnv(t)
 	// Only the reference's directory on the path, so "host-local" is it.
-	ref := &nstest.Runtime{Runtime: sandbox.NewRuntime(e.host.NS, t.TempDir(), buildReference(t)), Host: e.host}
+	ref := &nstest.Runtime{Runtime: sandbox.NewRuntime(e.host.NS, t.TempDir(), nstest.BuildReference(t, "ipam/host-local")), Host: e.host}
 	l := e.list("1.0.0", "net1", `{"type":"host-local","ranges":[[{"subnet":"10.1.0.0/24"}],[{"subnet":"fd00:9::/64"}]]}`)
 	ctx := context.Background()
 	runtimes := map[string]*nstest.Runtime{"berth": e.rt, "ref": ref}

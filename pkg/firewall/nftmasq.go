@@ -161,6 +161,31 @@ func dumpElements(c *nftables.Conn, s *nftables.Set) ([]nftables.SetElement, err
 	return els, nil
 }
 
+// delElements removes one attachment's elements from sets: with fast (a
+// blind transaction over keys the caller knows) when given and it works,
+// else by the attachment's tag. Without the table there is nothing to do,
+// and nothing is created.
+func delElements(fast func(*nftables.Conn) error, sets []*nftables.Set, tg string) error {
+	c, err := newConn()
+	if err != nil {
+		return err
+	}
+	ok, err := tableExists(c)
+	if err != nil || !ok {
+		return err
+	}
+	if fast != nil {
+		if fast(c) == nil {
+			return nil
+		}
+		// A failed transaction leaves the connection's batch unusable.
+		if c, err = newConn(); err != nil {
+			return err
+		}
+	}
+	return deleteTagged(c, sets, func(s string) bool { return s == tg })
+}
+
 // deleteTagged removes the elements of maps whose tag satisfies drop, in one
 // transaction. It is the slow path (a dump of each map), used by DEL without
 // IPs, DEL whose fast path failed, and GC.
@@ -194,30 +219,15 @@ func deleteTagged(c *nftables.Conn, sets []*nftables.Set, drop func(tag string) 
 }
 
 func (m nftMasq) DelMasq(ms Masq) error {
-	c, err := newConn()
-	if err != nil {
-		return err
-	}
-	ok, err := tableExists(c)
-	if err != nil || !ok {
-		return err
-	}
-	tg := tag(ms.Network, ms.ContainerID, ms.IfName)
+	var fast func(*nftables.Conn) error
 	if len(ms.IPs) > 0 {
-		// Fast path, one transaction: add + delete each element, so it
-		// succeeds whether or not the element is there.
-		if err := m.delFast(c, ms); err == nil {
-			return nil
-		}
-		// The element may hold another verdict (clash): fall back to
-		// removing by tag.
-		c, err = newConn()
-		if err != nil {
-			return err
-		}
+		// One transaction: add + delete each element, so it succeeds
+		// whether or not the element is there. The element may hold another
+		// verdict (clash): then delElements removes by tag.
+		fast = func(c *nftables.Conn) error { return m.delFast(c, ms) }
 	}
 	t := nftTable()
-	return deleteTagged(c, []*nftables.Set{masqMap(t, v4), masqMap(t, v6)}, func(s string) bool { return s == tg })
+	return delElements(fast, []*nftables.Set{masqMap(t, v4), masqMap(t, v6)}, tag(ms.Network, ms.ContainerID, ms.IfName))
 }
 
 func (m nftMasq) delFast(c *nftables.Conn, ms Masq) error {

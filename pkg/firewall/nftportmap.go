@@ -353,26 +353,14 @@ func hostSide(t target) string {
 }
 
 func (np nftPorts) DelPorts(p PortMap) error {
-	c, err := newConn()
-	if err != nil {
-		return err
-	}
-	ok, err := tableExists(c)
-	if err != nil || !ok {
-		return err
-	}
-	tg := tag(p.Network, p.ContainerID, p.IfName)
+	var fast func(*nftables.Conn) error
 	if tgts := targets(p); len(tgts) > 0 {
-		if err := np.delFast(c, p, tgts); err == nil {
-			return nil
-		}
 		// An element with other data (another attachment's, after this
-		// one's ADD failed on a conflict): remove by tag instead.
-		if c, err = newConn(); err != nil {
-			return err
-		}
+		// one's ADD failed on a conflict) makes this fail: delElements then
+		// removes by tag.
+		fast = func(c *nftables.Conn) error { return np.delFast(c, p, tgts) }
 	}
-	return deleteTagged(c, taggedSets(nftTable()), func(s string) bool { return s == tg })
+	return delElements(fast, taggedSets(nftTable()), tag(p.Network, p.ContainerID, p.IfName))
 }
 
 // delFast removes the attachment's elements in one transaction without

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"os"
 
@@ -10,10 +9,9 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
 	"github.com/berthnet/berth/pkg/cni"
+	"github.com/berthnet/berth/pkg/link"
 )
 
 const plugin = "loopback"
@@ -34,40 +32,25 @@ func parseConf(stdin []byte) (*types.NetConf, *current.Result, error) {
 	return &conf, prev, nil
 }
 
-// openNS returns a netlink handle bound to the namespace at path, so every
-// operation runs there without moving the calling thread (same as:
-// ip -n <ns> ...).
-func openNS(path string) (*netlink.Handle, error) {
-	h, err := netns.GetFromPath(path)
-	if err != nil {
-		return nil, err
-	}
-	defer h.Close()
-	nh, err := netlink.NewHandleAt(h, unix.NETLINK_ROUTE)
-	if err != nil {
-		return nil, fmt.Errorf("netlink handle in %s: %w", path, err)
-	}
-	return nh, nil
-}
-
 func cmdAdd(args *skel.CmdArgs) error {
 	conf, prev, err := parseConf(args.StdinData)
 	if err != nil {
 		return err
 	}
-	h, err := openNS(args.Netns)
+	ns, err := link.OpenNS(args.Netns)
 	if err != nil {
 		return cni.Errorf(cni.CodeInvalidNetNS, "%s: netns %q: %v", plugin, args.Netns, err)
 	}
-	defer h.Close()
+	defer ns.Close()
+	h := ns.Handle
 
-	link, err := h.LinkByName(lo)
+	l, err := h.LinkByName(lo)
 	if err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: finding %s in %s: %v", plugin, lo, args.Netns, err)
 	}
 	// Same as: ip link set lo up. The kernel adds 127.0.0.1/8 and ::1/128
 	// while handling the change, so they are listed right after.
-	if err := h.LinkSetUp(link); err != nil {
+	if err := h.LinkSetUp(l); err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: setting %s up in %s: %v", plugin, lo, args.Netns, err)
 	}
 
@@ -82,7 +65,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		Interfaces: []*current.Interface{{Name: lo, Mac: "00:00:00:00:00:00", Sandbox: args.Netns}},
 	}
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		addrs, err := h.AddrList(link, fam)
+		addrs, err := h.AddrList(l, fam)
 		if err != nil {
 			return cni.Errorf(cni.CodeKernel, "%s: listing addresses of %s: %v", plugin, lo, err)
 		}
@@ -109,20 +92,21 @@ func cmdDel(args *skel.CmdArgs) error {
 	if args.Netns == "" {
 		return nil
 	}
-	h, err := openNS(args.Netns)
+	ns, err := link.OpenNS(args.Netns)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return cni.Errorf(cni.CodeInvalidNetNS, "%s: netns %q: %v", plugin, args.Netns, err)
 	}
-	defer h.Close()
-	link, err := h.LinkByName(lo)
+	defer ns.Close()
+	h := ns.Handle
+	l, err := h.LinkByName(lo)
 	if err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: finding %s in %s: %v", plugin, lo, args.Netns, err)
 	}
 	// Same as: ip link set lo down.
-	if err := h.LinkSetDown(link); err != nil {
+	if err := h.LinkSetDown(l); err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: setting %s down in %s: %v", plugin, lo, args.Netns, err)
 	}
 	return nil
@@ -132,16 +116,17 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if _, _, err := parseConf(args.StdinData); err != nil {
 		return err
 	}
-	h, err := openNS(args.Netns)
+	ns, err := link.OpenNS(args.Netns)
 	if err != nil {
 		return cni.Errorf(cni.CodeInvalidNetNS, "%s: netns %q: %v", plugin, args.Netns, err)
 	}
-	defer h.Close()
-	link, err := h.LinkByName(lo)
+	defer ns.Close()
+	h := ns.Handle
+	l, err := h.LinkByName(lo)
 	if err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: finding %s in %s: %v", plugin, lo, args.Netns, err)
 	}
-	if link.Attrs().Flags&net.FlagUp == 0 {
+	if l.Attrs().Flags&net.FlagUp == 0 {
 		return cni.Errorf(cni.CodeKernel, "%s: %s in %s is down", plugin, lo, args.Netns)
 	}
 	return nil

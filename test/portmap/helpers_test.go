@@ -56,17 +56,7 @@ func example(t *testing.T, name string) []byte {
 // list is the docker-bridge-ports example with per-test state and the
 // given portmap backend.
 func (e *env) list(t *testing.T, backend string) *libcni.NetworkConfigList {
-	return nstest.Conflist(t, example(t, "docker-bridge-ports.conflist"), nstest.DataDir(e.dir), func(m map[string]any) {
-		for _, p := range m["plugins"].([]any) {
-			pm := p.(map[string]any)
-			switch pm["type"] {
-			case "portmap":
-				pm["backend"] = backend
-			case "bridge":
-				pm["ipMasqBackend"] = backend
-			}
-		}
-	})
+	return nstest.Conflist(t, example(t, "docker-bridge-ports.conflist"), nstest.DataDir(e.dir), setPortmapBackend(backend))
 }
 
 type mapping struct {

@@ -189,3 +189,22 @@ func TestIsolated(t *testing.T) {
 		t.Error("set bridge berth fw-icc-off: a1's port missing")
 	}
 }
+
+// TestIsolatedIPTables: icc off with the iptables backend, whose drop
+// (-i BR -o BR) sees bridged frames through br_netfilter, as the reference
+// and Docker rely on; this kernel turns bridge-nf-call-iptables on in new
+// namespaces.
+func TestIsolatedIPTables(t *testing.T) {
+	w := newWorld(t)
+	if out, _ := w.host.Exec("sysctl", "-n", "net.bridge.bridge-nf-call-iptables"); strings.TrimSpace(out) != "1" {
+		t.Fatalf("br_netfilter: bridge-nf-call-iptables is %q in the host namespace, want 1", strings.TrimSpace(out))
+	}
+	a := w.network("neta", 1, `,"backend":"iptables","ingressPolicy":"isolated"`)
+	a1, a2 := w.attach(a, "a1"), w.attach(a, "a2")
+	expect(t, []reach{
+		{"within isolated a", a1, a2.ip, false},
+		{"within isolated a, back", a2, a1.ip, false},
+		{"a to its gateway", a1, a.gw, true},
+		{"a to outside", a1, "10.99.0.2", true},
+	})
+}

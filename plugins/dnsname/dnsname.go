@@ -343,8 +343,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err := c.client(store).Notify(sidecar.Del(c.Name, registry.EntryName(args.ContainerID, args.IfName)), false); err != nil {
 		return cni.Wrap(cni.CodeTryAgain, err, "%s: dns server", plugin)
 	}
-	// The DNAT of dockerCompat lives in the container's namespace and goes
-	// with it; nothing to undo here.
+	// dockerCompat is refused at ADD, so nothing of it is here to undo.
 	return nil
 }
 

@@ -181,19 +181,6 @@ func (nftIso) ensureBridge(c *nftables.Conn) (*nftables.Set, error) {
 	return s, nil
 }
 
-// upsert adds el with its comment, replacing an element with the same key
-// left by an attachment that never got its DEL (add + delete + add: the
-// first add makes the delete valid whether or not the key existed).
-func upsert(c *nftables.Conn, s *nftables.Set, el nftables.SetElement) error {
-	els := []nftables.SetElement{el}
-	for _, op := range []func(*nftables.Set, []nftables.SetElement) error{c.SetAddElements, c.SetDeleteElements, c.SetAddElements} {
-		if err := op(s, els); err != nil {
-			return fmt.Errorf("nftables: %s element: %w", s.Name, err)
-		}
-	}
-	return nil
-}
-
 func (n nftIso) AddIsolation(a Isolation) error {
 	if err := a.Validate(); err != nil {
 		return err
@@ -295,11 +282,7 @@ func (nftIso) delFast(c *nftables.Conn, a Isolation, inet, br bool) error {
 		}
 		for _, ipn := range a.IPs {
 			f := familyOf(ipn.IP)
-			el := []nftables.SetElement{{Key: f.addrBytes(ipn.IP)}}
-			if err := c.SetAddElements(isoAllowSet(t, f), el); err != nil {
-				return err
-			}
-			if err := c.SetDeleteElements(isoAllowSet(t, f), el); err != nil {
+			if err := blindDelete(c, isoAllowSet(t, f), nftables.SetElement{Key: f.addrBytes(ipn.IP)}); err != nil {
 				return err
 			}
 		}
@@ -309,11 +292,7 @@ func (nftIso) delFast(c *nftables.Conn, a Isolation, inet, br bool) error {
 		if err := c.AddSet(s, nil); err != nil {
 			return err
 		}
-		el := []nftables.SetElement{{Key: ifKey(a.HostVeth)}}
-		if err := c.SetAddElements(s, el); err != nil {
-			return err
-		}
-		if err := c.SetDeleteElements(s, el); err != nil {
+		if err := blindDelete(c, s, nftables.SetElement{Key: ifKey(a.HostVeth)}); err != nil {
 			return err
 		}
 	}

@@ -156,3 +156,30 @@ func verdictChain(e nftables.SetElement) string {
 	}
 	return ""
 }
+
+// blindDelete queues the removal of els whether or not they exist, without
+// reading anything: add + delete in the same transaction (the add makes the
+// delete valid). An element under the same key with other data makes the
+// add, and so the transaction, fail.
+func blindDelete(c *nftables.Conn, s *nftables.Set, els ...nftables.SetElement) error {
+	if err := c.SetAddElements(s, els); err != nil {
+		return fmt.Errorf("nftables: %s element: %w", s.Name, err)
+	}
+	if err := c.SetDeleteElements(s, els); err != nil {
+		return fmt.Errorf("nftables: %s element: %w", s.Name, err)
+	}
+	return nil
+}
+
+// upsert queues els with their comments, replacing elements with the same
+// keys left by an attachment that never got its DEL: a blind delete, then
+// the add, so the element ends up with this attachment's tag.
+func upsert(c *nftables.Conn, s *nftables.Set, els ...nftables.SetElement) error {
+	if err := blindDelete(c, s, els...); err != nil {
+		return err
+	}
+	if err := c.SetAddElements(s, els); err != nil {
+		return fmt.Errorf("nftables: %s element: %w", s.Name, err)
+	}
+	return nil
+}

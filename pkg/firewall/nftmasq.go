@@ -121,18 +121,10 @@ func (m nftMasq) AddMasq(ms Masq) error {
 			VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain},
 			Comment:     tg,
 		}}
-		// add + delete + add in one transaction: the first add makes the
-		// delete valid whether or not the element existed, and the final add
-		// stores this attachment's tag even if an element for the same IP
-		// was left behind by an attachment that never got its DEL.
-		if err := c.SetAddElements(maps[f.nfproto], el); err != nil {
-			return fmt.Errorf("nftables: masq element %s: %w", ipn.IP, err)
-		}
-		if err := c.SetDeleteElements(maps[f.nfproto], el); err != nil {
-			return fmt.Errorf("nftables: masq element %s: %w", ipn.IP, err)
-		}
-		if err := c.SetAddElements(maps[f.nfproto], el); err != nil {
-			return fmt.Errorf("nftables: masq element %s: %w", ipn.IP, err)
+		// upsert stores this attachment's tag even if an element for the
+		// same IP was left behind by an attachment that never got its DEL.
+		if err := upsert(c, maps[f.nfproto], el...); err != nil {
+			return fmt.Errorf("masquerade of %s: %w", ipn.IP, err)
 		}
 	}
 	if err := c.Flush(); err != nil {
@@ -238,11 +230,8 @@ func (m nftMasq) delFast(c *nftables.Conn, ms Masq) error {
 	for _, ipn := range ms.IPs {
 		f := familyOf(ipn.IP)
 		chain := m.ensureSubnetChain(c, t, subnetOf(ipn))
-		el := []nftables.SetElement{{Key: f.addrBytes(ipn.IP), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain}}}
-		if err := c.SetAddElements(maps[f.nfproto], el); err != nil {
-			return err
-		}
-		if err := c.SetDeleteElements(maps[f.nfproto], el); err != nil {
+		el := nftables.SetElement{Key: f.addrBytes(ipn.IP), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain}}
+		if err := blindDelete(c, maps[f.nfproto], el); err != nil {
 			return err
 		}
 	}

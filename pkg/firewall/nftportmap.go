@@ -279,11 +279,8 @@ func (np nftPorts) AddPorts(p PortMap) error {
 			}{o.maps[e.allSet], e.all})
 		}
 		for _, se := range sets {
-			els := []nftables.SetElement{se.el}
-			for _, op := range []func(*nftables.Set, []nftables.SetElement) error{c.SetAddElements, c.SetDeleteElements, c.SetAddElements} {
-				if err := op(se.s, els); err != nil {
-					return fmt.Errorf("nftables: %s element for %s: %w", se.s.Name, t.m, err)
-				}
+			if err := upsert(c, se.s, se.el); err != nil {
+				return fmt.Errorf("publishing %s: %w", t.m, err)
 			}
 		}
 		if p.SNAT {
@@ -379,11 +376,7 @@ func (np nftPorts) delFast(c *nftables.Conn, p PortMap, tgts []target) error {
 			s  *nftables.Set
 			el nftables.SetElement
 		}{{o.maps[e.dnatMap], e.dnat}, {o.maps[e.allSet], e.all}} {
-			els := []nftables.SetElement{se.el}
-			if err := c.SetAddElements(se.s, els); err != nil {
-				return err
-			}
-			if err := c.SetDeleteElements(se.s, els); err != nil {
+			if err := blindDelete(c, se.s, se.el); err != nil {
 				return err
 			}
 		}

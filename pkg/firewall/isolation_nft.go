@@ -238,16 +238,24 @@ func bridgeTableExists(c *nftables.Conn) (bool, error) {
 	return false, fmt.Errorf("nftables: looking up table bridge %s: %w", TableName, err)
 }
 
+// isoTablesExist reports which of isolation's two tables (inet and bridge
+// berth) are there, so DEL and GC touch only those and create neither.
+func isoTablesExist(c *nftables.Conn) (inet, br bool, err error) {
+	if inet, err = tableExists(c); err != nil {
+		return false, false, err
+	}
+	if br, err = bridgeTableExists(c); err != nil {
+		return false, false, err
+	}
+	return inet, br, nil
+}
+
 func (n nftIso) DelIsolation(a Isolation) error {
 	c, err := newConn()
 	if err != nil {
 		return err
 	}
-	inet, err := tableExists(c)
-	if err != nil {
-		return err
-	}
-	br, err := bridgeTableExists(c)
+	inet, br, err := isoTablesExist(c)
 	if err != nil {
 		return err
 	}
@@ -356,11 +364,7 @@ func (nftIso) GCIsolation(network string, valid map[cni.Attachment]bool) error {
 	if err != nil {
 		return err
 	}
-	inet, err := tableExists(c)
-	if err != nil {
-		return err
-	}
-	br, err := bridgeTableExists(c)
+	inet, br, err := isoTablesExist(c)
 	if err != nil {
 		return err
 	}

@@ -147,7 +147,6 @@ type Veth struct {
 	PeerMAC   net.HardwareAddr // nil: kernel-chosen
 	PeerNS    *NS
 	HostUp    bool
-	TxQueueLn int
 }
 
 // AddVeth creates the pair and returns the host end.

@@ -140,13 +140,13 @@ func randomMAC() (net.HardwareAddr, error) {
 // enslaved to Master, and the peer created directly inside the container's
 // namespace under its final name: one netlink request, no rename, no move.
 type Veth struct {
-	HostName  string
-	Master    netlink.Link // may be nil
-	MTU       int
-	PeerName  string
-	PeerMAC   net.HardwareAddr // nil: kernel-chosen
-	PeerNS    *NS
-	HostUp    bool
+	HostName string
+	Master   netlink.Link // may be nil
+	MTU      int
+	PeerName string
+	PeerMAC  net.HardwareAddr // nil: kernel-chosen
+	PeerNS   *NS
+	HostUp   bool
 }
 
 // AddVeth creates the pair and returns the host end.

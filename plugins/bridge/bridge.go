@@ -16,24 +16,6 @@ import (
 	"github.com/berthnet/berth/pkg/link"
 )
 
-// ipamResult is what the delegated IPAM plugin answered.
-type ipamResult struct {
-	res *current.Result
-	err error
-}
-
-// startIPAM runs IPAM in the background: it overlaps the netlink work on
-// the bridge and veth instead of preceding it (by exec, its process start
-// is the largest single cost of an ADD).
-func startIPAM(d ipamDriver) <-chan ipamResult {
-	ch := make(chan ipamResult, 1)
-	go func() {
-		res, err := d.add()
-		ch <- ipamResult{res: res, err: err}
-	}()
-	return ch
-}
-
 func cmdAdd(args *skel.CmdArgs) error {
 	conf, err := loadConf(args.StdinData)
 	if err != nil {
@@ -55,8 +37,10 @@ func cmdAdd(args *skel.CmdArgs) error {
 	defer cont.Close()
 	// Handles are closed after the undo list below has run (defers are LIFO).
 
-	ipd := ipamDriver{conf: conf, args: args}
-	ipamCh := startIPAM(ipd)
+	// IPAM runs in the background, overlapping the netlink work on the
+	// bridge and veth instead of preceding it.
+	ipd := ipamFor(conf, args)
+	ipamRun := ipd.Start()
 	var ipam *current.Result
 	ipamWaited := false
 	// Every step below registers its undo; committed turns them off.
@@ -64,12 +48,12 @@ func cmdAdd(args *skel.CmdArgs) error {
 	var undo []func()
 	waitIPAM := func() error {
 		ipamWaited = true
-		r := <-ipamCh
-		if r.err != nil {
-			return r.err
+		res, err := ipamRun.Wait()
+		if err != nil {
+			return err
 		}
-		ipam = r.res
-		undo = append(undo, func() { _ = ipd.del() })
+		ipam = res
+		undo = append(undo, func() { _ = ipd.Del() })
 		return nil
 	}
 	defer func() {
@@ -256,7 +240,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	// the link and rule teardown. Every step is idempotent, so a
 	// DEL that fails half way is simply retried by the runtime.
 	ipamDone := make(chan error, 1)
-	go func() { ipamDone <- ipamDriver{conf: conf, args: args}.del() }()
+	go func() { ipamDone <- ipamFor(conf, args).Del() }()
 	tearErr := teardown(conf, args, prev)
 	if err := <-ipamDone; err != nil && tearErr == nil {
 		return err

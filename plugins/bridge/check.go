@@ -25,7 +25,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if err := (ipamDriver{conf: conf, args: args}).check(prev); err != nil {
+	if err := ipamFor(conf, args).Check(prev); err != nil {
 		return err
 	}
 	fail := func(format string, a ...any) error {
@@ -140,7 +140,7 @@ func cmdGC(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if err := (ipamDriver{conf: conf, args: args}).gc(); err != nil {
+	if err := ipamFor(conf, args).GC(); err != nil {
 		return err
 	}
 	if conf.IPMasq {
@@ -161,5 +161,5 @@ func cmdStatus(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	return ipamDriver{conf: conf, args: args}.status()
+	return ipamFor(conf, args).Status()
 }

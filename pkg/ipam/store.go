@@ -14,6 +14,9 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berthnet/berth/internal/atomicfile"
+	"github.com/berthnet/berth/internal/flock"
 )
 
 // On-disk layout, shared with the reference host-local (the reservation
@@ -135,21 +138,7 @@ func Open(dataDir, network string, create bool) (*Store, error) {
 // lockFile opens (creating) path and takes an exclusive flock on it,
 // blocking until other holders (berth or reference processes) are done.
 func lockFile(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("opening lock %s: %w", path, err)
-	}
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("locking %s: %w", path, err)
-	}
-	return f, nil
+	return flock.Open(path, os.O_CREATE)
 }
 
 // Close writes the changed owner buckets and the stamp if anything changed, and
@@ -549,29 +538,8 @@ func (s *Store) LastReserved(rangeID int) (netip.Addr, bool) {
 }
 
 // writeAtomic writes data to a temporary file in tmpDir and renames it to
-// path (same filesystem), so readers see the old or the new content.
+// path, so readers see the old or the new content; tmpDir keeps the
+// temporary file out of the network directory, which the reference reads.
 func writeAtomic(tmpDir, path string, data []byte) error {
-	f, err := os.CreateTemp(tmpDir, "tmp-")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		if errors.Is(err, unix.EXDEV) {
-			// path is on another filesystem than tmpDir: plain write.
-			return os.WriteFile(path, data, 0o600)
-		}
-		return err
-	}
-	return nil
+	return atomicfile.Write(path, data, atomicfile.TempDir(tmpDir))
 }

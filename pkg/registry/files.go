@@ -10,7 +10,9 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
+
+	"github.com/berthnet/berth/internal/atomicfile"
+	"github.com/berthnet/berth/internal/flock"
 )
 
 // Files is the local-file backend: root/<network>/<containerID>@<ifname>.json,
@@ -38,12 +40,8 @@ func (f *Files) Close() error { return nil }
 
 // lock takes the network's write lock; the returned func releases it.
 func (f *Files) lock(network string) (func(), error) {
-	fd, err := os.OpenFile(filepath.Join(f.root, network+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	fd, err := flock.Open(filepath.Join(f.root, network+".lock"), os.O_CREATE)
 	if err != nil {
-		return nil, fmt.Errorf("registry: lock %s: %w", network, err)
-	}
-	if err := syscall.Flock(int(fd.Fd()), syscall.LOCK_EX); err != nil {
-		fd.Close()
 		return nil, fmt.Errorf("registry: lock %s: %w", network, err)
 	}
 	// Closing the descriptor drops the flock.
@@ -71,30 +69,13 @@ func (f *Files) Put(_ context.Context, e *Entry) error {
 	return writeAtomic(filepath.Join(dir, EntryName(e.ContainerID, e.IfName)+".json"), b)
 }
 
+// writeAtomic writes an entry. No fsync: the store lives on tmpfs (/run)
+// by default, where it is meaningless, and state must not outlive a reboot
+// anyway. The temporary file's leading dot keeps List from reading it.
 func writeAtomic(path string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("registry: %w", err)
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(b); err != nil {
+	if err := atomicfile.Write(path, b); err != nil {
 		return fmt.Errorf("registry: writing %s: %w", path, err)
 	}
-	// No fsync: the store lives on tmpfs (/run) by default, where it is
-	// meaningless, and state must not outlive a reboot anyway.
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("registry: writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("registry: %w", err)
-	}
-	ok = true
 	return nil
 }
 

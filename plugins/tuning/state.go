@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/berthnet/berth/internal/atomicfile"
 )
 
 // backup holds what an ADD changed, with the values from before, so DEL
@@ -58,32 +60,10 @@ func saveBackup(file string, b *backup) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("creating %s: %w", dir, err)
 	}
-	tmp, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(file)+"-*")
-	if err != nil {
-		return fmt.Errorf("creating temp file in %s: %w", dir, err)
+	// Synced: the backup is the only record of the values to restore.
+	if err := atomicfile.Write(file, data, atomicfile.Sync()); err != nil {
+		return fmt.Errorf("writing %s: %w", file, err)
 	}
-	committed := false
-	defer func() {
-		if !committed {
-			_ = os.Remove(tmp.Name())
-		}
-	}()
-	// CreateTemp already makes the file 0600.
-	if _, err := tmp.Write(data); err != nil {
-		_ = tmp.Close()
-		return fmt.Errorf("writing %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Sync(); err != nil {
-		_ = tmp.Close()
-		return fmt.Errorf("syncing %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("closing %s: %w", tmp.Name(), err)
-	}
-	if err := os.Rename(tmp.Name(), file); err != nil {
-		return fmt.Errorf("renaming to %s: %w", file, err)
-	}
-	committed = true
 	return nil
 }
 

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/berthnet/berth/internal/flock"
 )
 
 // ErrNotRunning: no sidecar is there to take the request.
@@ -71,23 +73,19 @@ func (c *Client) Notify(req Request, start bool) error {
 // means no sidecar was ever started here (DEL without ADD must not create
 // the data directory), and a no-op unlock is returned.
 func (c *Client) lockStart(create bool) (func(), error) {
-	flags := os.O_RDWR
+	flags := 0
 	if create {
 		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("dns sidecar: %w", err)
 		}
 		flags |= os.O_CREATE
 	}
-	lock, err := os.OpenFile(c.startLock(), flags, 0o600)
+	lock, err := flock.Open(c.startLock(), flags)
 	if !create && errors.Is(err, os.ErrNotExist) {
 		return func() {}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("dns sidecar: %w", err)
-	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("dns sidecar: lock: %w", err)
 	}
 	return func() { lock.Close() }, nil
 }

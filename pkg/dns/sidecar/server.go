@@ -26,6 +26,8 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/berthnet/berth/internal/atomicfile"
+	"github.com/berthnet/berth/internal/flock"
 	bdns "github.com/berthnet/berth/pkg/dns"
 	"github.com/berthnet/berth/pkg/registry"
 )
@@ -116,10 +118,10 @@ func newServer(c Config, logger *log.Logger, state io.Reader) (*server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
 	}
-	if err := syscall.Flock(int(s.life.Fd()), syscall.LOCK_EX); err != nil {
+	if err := flock.Lock(s.life); err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
 	}
-	if err := writeFileAtomic(c.pidFile(), []byte(strconv.Itoa(os.Getpid())+"\n")); err != nil {
+	if err := atomicfile.Write(c.pidFile(), []byte(strconv.Itoa(os.Getpid())+"\n")); err != nil {
 		return nil, fmt.Errorf("pid file: %w", err)
 	}
 	s.resolver = &bdns.Resolver{Table: s.table, Forwarder: &bdns.Forwarder{}, ErrorLog: logger}
@@ -167,14 +169,6 @@ func newServer(c Config, logger *log.Logger, state io.Reader) (*server, error) {
 	}
 	ok = true
 	return s, nil
-}
-
-func writeFileAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // run serves control requests until the last name is gone or a signal.

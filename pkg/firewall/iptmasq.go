@@ -166,22 +166,31 @@ func deleteRules(ipt *iptables.IPTables, table, chain string, rules [][]string) 
 	return nil
 }
 
-func (iptMasq) DelMasq(m Masq) error {
-	tg := tag(m.Network, m.ContainerID, m.IfName)
+// iptDeleteTagged removes, in both families, the rules of table's chains
+// whose tag matches: DEL (one attachment's tag) and GC (a network's tags
+// but the valid ones) of every iptables backend.
+func iptDeleteTagged(table string, chains []string, match func(string) bool) error {
 	ipts, err := iptBoth()
 	if err != nil {
 		return err
 	}
 	for _, ipt := range ipts {
-		rules, err := taggedRules(ipt, "nat", iptMasqChain, func(s string) bool { return s == tg })
-		if err != nil {
-			return err
-		}
-		if err := deleteRules(ipt, "nat", iptMasqChain, rules); err != nil {
-			return err
+		for _, ch := range chains {
+			rules, err := taggedRules(ipt, table, ch, match)
+			if err != nil {
+				return err
+			}
+			if err := deleteRules(ipt, table, ch, rules); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+func (iptMasq) DelMasq(m Masq) error {
+	tg := tag(m.Network, m.ContainerID, m.IfName)
+	return iptDeleteTagged("nat", []string{iptMasqChain}, func(s string) bool { return s == tg })
 }
 
 func (iptMasq) CheckMasq(m Masq) error {

@@ -179,23 +179,9 @@ func (iptPorts) DelPorts(p PortMap) error {
 	return iptDropTagged(func(s string) bool { return s == tg })
 }
 
+// iptDropTagged removes the port-mapping rules whose tag matches.
 func iptDropTagged(match func(string) bool) error {
-	ipts, err := iptBoth()
-	if err != nil {
-		return err
-	}
-	for _, ipt := range ipts {
-		for _, ch := range []string{iptDNATChain, iptMasqPorts} {
-			rules, err := taggedRules(ipt, "nat", ch, match)
-			if err != nil {
-				return err
-			}
-			if err := deleteRules(ipt, "nat", ch, rules); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return iptDeleteTagged("nat", []string{iptDNATChain, iptMasqPorts}, match)
 }
 
 func (iptPorts) CheckPorts(p PortMap) error {

@@ -5,6 +5,7 @@ import (
 	"net"
 
 	"github.com/berthnet/berth/pkg/cni"
+	"github.com/berthnet/berth/pkg/link"
 )
 
 // Ingress policies of the firewall plugin (the reference's field values).
@@ -51,17 +52,13 @@ func (a Isolation) Validate() error {
 		return cni.InvalidField("firewall", "ingressPolicy", fmt.Sprintf("%q", a.Policy),
 			fmt.Sprintf("must be %q, %q or %q", PolicyOpen, PolicySameBridge, PolicyIsolated))
 	}
-	if !validIfName(a.Bridge) {
+	if link.ValidName(a.Bridge) != nil {
 		return cni.Errorf(cni.CodeInvalidConfig, "firewall: ingressPolicy %s: prevResult has no bridge interface (got %q): chain firewall after bridge", a.Policy, a.Bridge)
 	}
-	if a.Policy == PolicyIsolated && !validIfName(a.HostVeth) {
+	if a.Policy == PolicyIsolated && link.ValidName(a.HostVeth) != nil {
 		return cni.Errorf(cni.CodeInvalidConfig, "firewall: ingressPolicy isolated: prevResult has no host-side veth (got %q): chain firewall after bridge", a.HostVeth)
 	}
 	return nil
-}
-
-func validIfName(s string) bool {
-	return s != "" && len(s) < 16 && s != "." && s != ".."
 }
 
 // Isolator installs base rules and ingress policies. All methods are

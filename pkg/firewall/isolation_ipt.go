@@ -138,21 +138,9 @@ func (iptIso) DelIsolation(a Isolation) error {
 	return iptDelTagged(func(s string) bool { return s == tg })
 }
 
+// iptDelTagged removes the isolation rules whose tag matches.
 func iptDelTagged(match func(string) bool) error {
-	ipts, err := iptBoth()
-	if err != nil {
-		return err
-	}
-	for _, ipt := range ipts {
-		rules, err := taggedRules(ipt, iptFilterTable, iptFwdChain, match)
-		if err != nil {
-			return err
-		}
-		if err := deleteRules(ipt, iptFilterTable, iptFwdChain, rules); err != nil {
-			return err
-		}
-	}
-	return nil
+	return iptDeleteTagged(iptFilterTable, []string{iptFwdChain}, match)
 }
 
 func (b iptIso) CheckIsolation(a Isolation) error {

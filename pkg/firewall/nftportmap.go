@@ -293,17 +293,9 @@ func (np nftPorts) AddPorts(p PortMap) error {
 		if cerr := np.findConflict(tgts, tg); cerr != nil {
 			return cerr
 		}
-		return fmt.Errorf("nftables: publishing %s: %w", mappingsString(p.Mappings), err)
+		return fmt.Errorf("nftables: publishing %s: %w", MappingsString(p.Mappings), err)
 	}
 	return nil
-}
-
-func mappingsString(ms []PortMapping) string {
-	s := make([]string, len(ms))
-	for i, m := range ms {
-		s[i] = m.String()
-	}
-	return strings.Join(s, ",")
 }
 
 // findConflict explains a failed ADD: the first mapping whose host side is

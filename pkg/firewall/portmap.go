@@ -27,6 +27,15 @@ func (p PortMapping) String() string {
 	return fmt.Sprintf("%s%d:%d/%s", host, p.HostPort, p.ContainerPort, p.Protocol)
 }
 
+// MappingsString is ms for messages: "8080:80/tcp,53:53/udp".
+func MappingsString(ms []PortMapping) string {
+	s := make([]string, len(ms))
+	for i, m := range ms {
+		s[i] = m.String()
+	}
+	return strings.Join(s, ",")
+}
+
 // PortMap is the published ports of one attachment.
 type PortMap struct {
 	Network     string

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -192,21 +191,6 @@ func DelLink(h *netlink.Handle, name string) error {
 	}
 	if err := h.LinkDel(l); err != nil && !IsNotFound(err) {
 		return fmt.Errorf("delete %s: %w", name, err)
-	}
-	return nil
-}
-
-// Sysctl sets a sysctl of the current namespace (name in dotted form),
-// writing only when the value differs: writes to /proc/sys are slower than
-// reads and some trigger work in the kernel.
-func Sysctl(name, value string) error {
-	path := "/proc/sys/" + strings.ReplaceAll(name, ".", "/")
-	cur, err := os.ReadFile(path)
-	if err == nil && strings.TrimSpace(string(cur)) == value {
-		return nil
-	}
-	if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
-		return fmt.Errorf("sysctl %s=%s: %w", name, value, err)
 	}
 	return nil
 }

@@ -4,12 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/berthnet/berth/pkg/cni"
 	"github.com/berthnet/berth/pkg/firewall"
+	"github.com/berthnet/berth/pkg/link"
 )
 
 const plugin = "bridge"
@@ -74,7 +74,7 @@ func (c *NetConf) validate() error {
 	if c.BrName == "" {
 		c.BrName = defaultBridge
 	}
-	if err := validLinkName(c.BrName); err != nil {
+	if err := link.ValidName(c.BrName); err != nil {
 		return cni.InvalidField(plugin, "bridge", fmt.Sprintf("%q", c.BrName), err.Error())
 	}
 	if c.MTU != 0 && (c.MTU < 68 || c.MTU > 65535) {
@@ -115,17 +115,6 @@ func (c *NetConf) validate() error {
 			return cni.InvalidField(plugin, field, mac, "a multicast MAC cannot be an interface address")
 		}
 		c.mac = hw
-	}
-	return nil
-}
-
-// validLinkName applies the kernel's rules for interface names.
-func validLinkName(name string) error {
-	if len(name) > 15 {
-		return fmt.Errorf("longer than 15 characters")
-	}
-	if name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n") {
-		return fmt.Errorf("not a valid interface name")
 	}
 	return nil
 }

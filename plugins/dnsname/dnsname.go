@@ -19,6 +19,7 @@ import (
 
 	"github.com/berthnet/berth/pkg/cni"
 	"github.com/berthnet/berth/pkg/dns/sidecar"
+	"github.com/berthnet/berth/pkg/link"
 	"github.com/berthnet/berth/pkg/registry"
 	"github.com/berthnet/berth/pkg/registry/etcdstore"
 )
@@ -261,7 +262,12 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := cni.SafeContainerID(args.ContainerID); err != nil {
 		return cni.Errorf(cni.CodeInvalidEnv, "%s: %v", plugin, err)
 	}
-	if err := cni.SafeName("interface name", args.IfName); err != nil {
+	if err := link.ValidName(args.IfName); err != nil {
+		return cni.Errorf(cni.CodeInvalidEnv, "%s: interface name %q: %v", plugin, args.IfName, err)
+	}
+	// The attachment is also the registry's key (a path component, with
+	// "@" between container ID and interface name).
+	if err := registry.ValidKey(c.Name, args.ContainerID, args.IfName); err != nil {
 		return cni.Errorf(cni.CodeInvalidEnv, "%s: %v", plugin, err)
 	}
 	e, err := buildEntry(c, args, prev)
@@ -326,7 +332,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if cni.SafeContainerID(args.ContainerID) != nil || cni.SafeName("interface name", args.IfName) != nil {
+	if registry.ValidKey(c.Name, args.ContainerID, args.IfName) != nil {
 		// Nothing can have been registered under such a key.
 		return nil
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"net"
-	"os"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/berthnet/berth/pkg/cni"
 	"github.com/berthnet/berth/pkg/firewall"
+	"github.com/berthnet/berth/pkg/link"
 )
 
 func portMapOf(conf *NetConf, args *skel.CmdArgs, maps []firewall.PortMapping, prev *current.Result) firewall.PortMap {
@@ -76,7 +76,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		}
 	}
 	if err := pm.AddPorts(p); err != nil {
-		return cni.Wrap(cni.CodeKernel, err, "%s: publishing %s", plugin, mappingsString(maps))
+		return cni.Wrap(cni.CodeKernel, err, "%s: publishing %s", plugin, firewall.MappingsString(maps))
 	}
 	committed := false
 	defer func() {
@@ -94,17 +94,6 @@ func cmdAdd(args *skel.CmdArgs) error {
 	return nil
 }
 
-func mappingsString(ms []firewall.PortMapping) string {
-	s := ""
-	for i, m := range ms {
-		if i > 0 {
-			s += ","
-		}
-		s += m.String()
-	}
-	return s
-}
-
 // enableLocalnet sets route_localnet on the host interface that routes to
 // the container's IPv4 address (the bridge). IPv6 has no equivalent: ::1
 // cannot be DNATed, as with the reference plugin.
@@ -117,16 +106,13 @@ func enableLocalnet(ips []*net.IPNet) error {
 		if err != nil || len(routes) == 0 {
 			return fmt.Errorf("route to %s: %w", ipn.IP, err)
 		}
-		link, err := netlink.LinkByIndex(routes[0].LinkIndex)
+		dev, err := netlink.LinkByIndex(routes[0].LinkIndex)
 		if err != nil {
 			return fmt.Errorf("link %d (route to %s): %w", routes[0].LinkIndex, ipn.IP, err)
 		}
-		path := fmt.Sprintf("/proc/sys/net/ipv4/conf/%s/route_localnet", link.Attrs().Name)
-		if b, err := os.ReadFile(path); err == nil && len(b) > 0 && b[0] == '1' {
-			continue
-		}
-		if err := os.WriteFile(path, []byte("1"), 0o644); err != nil {
-			return fmt.Errorf("route_localnet on %s: %w", link.Attrs().Name, err)
+		// Slashes: a bridge name may have a dot.
+		if err := link.Sysctl("net/ipv4/conf/"+dev.Attrs().Name+"/route_localnet", "1"); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -8,6 +8,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/berthnet/berth/pkg/link"
 )
 
 // These run with the calling thread inside the container namespace
@@ -20,29 +22,6 @@ func linkByName(name string) (netlink.Link, error) {
 		return nil, fmt.Errorf("interface %s: %w", name, err)
 	}
 	return l, nil
-}
-
-func readSysctl(p string) (string, error) {
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimSuffix(string(b), "\n"), nil
-}
-
-// writeSysctl is the same as: sysctl -w KEY=VALUE.
-func writeSysctl(p, v string) error {
-	f, err := os.OpenFile(p, os.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
-	// Write first so the kernel's error (EINVAL for a bad value) wins.
-	_, werr := f.Write([]byte(v))
-	cerr := f.Close()
-	if werr != nil {
-		return werr
-	}
-	return cerr
 }
 
 // snapshot records the current value of everything c will change.
@@ -68,7 +47,7 @@ func snapshot(c *Conf, l netlink.Link, paths map[string]string) (*backup, error)
 		b.TxQLen = &q
 	}
 	for k, p := range paths {
-		v, err := readSysctl(p)
+		v, err := link.ReadSysctl(p)
 		if err != nil {
 			return nil, fmt.Errorf("sysctl %s: %w", k, err)
 		}
@@ -164,7 +143,7 @@ func setAllmulti(l netlink.Link, on bool) error {
 func restore(b *backup, ifName string) error {
 	var errs []string
 	for p, v := range b.SysCtl {
-		if err := writeSysctl(p, v); err != nil && !os.IsNotExist(err) {
+		if err := link.WriteSysctl(p, v); err != nil && !os.IsNotExist(err) {
 			errs = append(errs, fmt.Sprintf("sysctl %s=%s: %v", p, v, err))
 		}
 	}

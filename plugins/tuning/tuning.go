@@ -12,6 +12,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/berthnet/berth/pkg/cni"
+	"github.com/berthnet/berth/pkg/link"
 )
 
 // prepare parses the config and checks what every command that acts on a
@@ -26,8 +27,8 @@ func prepare(args *skel.CmdArgs, needPrev bool) (*Conf, *current.Result, error) 
 		return nil, nil, cni.Errorf(cni.CodeInvalidEnv, "%s: %v", plugin, err)
 	}
 	if args.IfName != "" {
-		if err := cni.SafeName("interface name", args.IfName); err != nil {
-			return nil, nil, cni.Errorf(cni.CodeInvalidEnv, "%s: %v", plugin, err)
+		if err := link.ValidName(args.IfName); err != nil {
+			return nil, nil, cni.Errorf(cni.CodeInvalidEnv, "%s: interface name %q: %v", plugin, args.IfName, err)
 		}
 	}
 	prev, err := cni.PrevResult(plugin, &c.NetConf)
@@ -80,7 +81,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 // then changes sysctls and the link. A failure undoes what this call
 // changed and leaves the backup file as it was.
 func apply(c *Conf, netns, ifName, file string) error {
-	link, err := linkByName(ifName)
+	dev, err := linkByName(ifName)
 	if err != nil {
 		return err
 	}
@@ -103,7 +104,7 @@ func apply(c *Conf, netns, ifName, file string) error {
 	if err != nil {
 		return err
 	}
-	now, err := snapshot(c, link, paths)
+	now, err := snapshot(c, dev, paths)
 	if err != nil {
 		return err
 	}
@@ -127,11 +128,11 @@ func apply(c *Conf, netns, ifName, file string) error {
 	}()
 
 	for k, p := range paths {
-		if err := writeSysctl(p, c.SysCtl[k]); err != nil {
+		if err := link.WriteSysctl(p, c.SysCtl[k]); err != nil {
 			return fmt.Errorf("sysctl %s=%s: %w", k, c.SysCtl[k], err)
 		}
 	}
-	if err := setLink(link, c); err != nil {
+	if err := setLink(dev, c); err != nil {
 		return err
 	}
 	committed = true
@@ -197,7 +198,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 		return err
 	}
 	err = ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
-		link, err := linkByName(args.IfName)
+		dev, err := linkByName(args.IfName)
 		if err != nil {
 			return err
 		}
@@ -206,7 +207,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 			if err != nil {
 				return err
 			}
-			got, err := readSysctl(p)
+			got, err := link.ReadSysctl(p)
 			if err != nil {
 				return fmt.Errorf("sysctl %s: %w", k, err)
 			}
@@ -214,7 +215,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 				return fmt.Errorf("sysctl %s is %q, configured %q", k, got, v)
 			}
 		}
-		return checkLink(link, c)
+		return checkLink(dev, c)
 	})
 	if err != nil {
 		return boundary(err, "%s: check %s in %s", plugin, args.IfName, args.Netns)
@@ -235,7 +236,7 @@ func cmdGC(args *skel.CmdArgs) error {
 	}
 	valid := map[string]bool{}
 	for a := range cni.ValidSet(c.ValidAttachments) {
-		if cni.SafeContainerID(a.ContainerID) == nil && cni.SafeName("interface name", a.IfName) == nil {
+		if cni.SafeContainerID(a.ContainerID) == nil && link.ValidName(a.IfName) == nil {
 			valid[backupPath(c.DataDir, a.ContainerID, a.IfName)] = true
 		}
 	}

@@ -15,7 +15,7 @@ all: build
 # and the dynamic loader costs ~3 ms of every plugin's process start, the
 # floor of every ADD and DEL (measured with hack/bench).
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ ./plugins/...
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ ./plugins/... ./cmd/...
 
 deps:
 	@bash hack/install-deps.sh

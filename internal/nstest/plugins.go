@@ -9,12 +9,12 @@ import (
 	"testing"
 )
 
-// EnvCNIPath names the directory holding built berth plugins. `make test`
-// sets it to ./bin after building; otherwise Main builds them.
+// EnvCNIPath names the directory holding built berth plugins and daemons.
+// `make test` sets it to ./bin after building; otherwise Main builds them.
 const EnvCNIPath = "BERTH_CNI_PATH"
 
-// Main is TestMain for integration packages: it makes sure the plugin
-// binaries exist (building them into a temporary directory when
+// Main is TestMain for integration packages: it makes sure the binaries of
+// plugins/ and cmd/ (the daemons plugins start) exist (building them into a temporary directory when
 // BERTH_CNI_PATH is not set), runs the tests and removes what it built.
 func Main(m *testing.M) {
 	os.Exit(run(m))
@@ -33,17 +33,21 @@ func run(m *testing.M) int {
 			fmt.Fprintln(os.Stderr, "nstest:", err)
 			return 1
 		}
-		// Build each plugin on its own so one that does not compile (work in
+		// Build each binary on its own so one that does not compile (work in
 		// progress elsewhere) fails only the tests that need it; `make test`
-		// builds them all first and stops on any failure.
-		dirs, _ := filepath.Glob(filepath.Join(root, "plugins", "*"))
-		for _, d := range dirs {
-			cmd := exec.Command("go", "build", "-o", dir+"/", "./plugins/"+filepath.Base(d))
+		// builds them all first and stops on any failure. Into one
+		// directory, as `make build` does: plugins find the daemons
+		// through CNI_PATH.
+		plugins, _ := filepath.Glob(filepath.Join(root, "plugins", "*"))
+		cmds, _ := filepath.Glob(filepath.Join(root, "cmd", "*"))
+		for _, d := range append(plugins, cmds...) {
+			rel, _ := filepath.Rel(root, d)
+			cmd := exec.Command("go", "build", "-o", dir+"/", "./"+rel)
 			cmd.Dir = root
 			// As `make build`: static, like the binaries users install.
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 			if out, err := cmd.CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "nstest: building %s: %v\n%s", filepath.Base(d), err, out)
+				fmt.Fprintf(os.Stderr, "nstest: building %s: %v\n%s", rel, err, out)
 			}
 		}
 		os.Setenv(EnvCNIPath, dir)

@@ -1,7 +1,7 @@
 // Package sidecar is dnsname's per-host DNS server process and the client
 // the plugin uses to start it and tell it about every change.
 //
-// The sidecar is a separate, lean binary (plugins/dnsname-sidecar) rather
+// The sidecar is a separate, lean binary (cmd/dnsname-sidecar) rather
 // than the dnsname plugin re-executed: the plugin links the etcd client,
 // and Go runs every linked package's init, so a re-executed plugin paged in
 // etcd, gRPC and protobuf code and registries it never used (13 of its

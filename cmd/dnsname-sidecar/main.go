@@ -2,9 +2,9 @@
 // starts (pkg/dns/sidecar). It is a binary of its own, installed beside the
 // plugins, so that it does not link the etcd client the plugin needs for
 // the etcd registry: it serves names the plugin sends it and never reads a
-// registry. It lives under plugins/ so that `make build`, `make install`
-// and the test harness put it next to dnsname; it is not a CNI plugin and
-// says so when run as one.
+// registry. It is not a CNI plugin (and says so when run as one), so it
+// lives under cmd/; `make build`, `make install` and the test harness put
+// it in bin/ next to dnsname, where the plugin finds it.
 package main
 
 import (

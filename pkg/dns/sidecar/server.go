@@ -8,26 +8,21 @@ package sidecar
 // recovery and shutdown in one place.
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/netip"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"sync"
-	"syscall"
 
 	"github.com/miekg/dns"
 
-	"github.com/berthnet/berth/internal/atomicfile"
-	"github.com/berthnet/berth/internal/flock"
+	"github.com/berthnet/berth/internal/hostd"
 	bdns "github.com/berthnet/berth/pkg/dns"
 	"github.com/berthnet/berth/pkg/registry"
 )
@@ -42,12 +37,8 @@ func Main() int {
 		fmt.Printf(`{"cniVersion":"1.0.0","code":4,"msg":"%s is the DNS server the dnsname plugin starts, not a CNI plugin"}`+"\n", Binary)
 		return 1
 	}
-	ready := os.NewFile(3, "ready")
 	fail := func(format string, a ...any) int {
-		if ready != nil {
-			fmt.Fprintf(ready, format+"\n", a...)
-			ready.Close()
-		}
+		hostd.Ready(fmt.Errorf(format, a...))
 		return 1
 	}
 	var c Config
@@ -73,8 +64,7 @@ func Main() int {
 		return fail("%v", err)
 	}
 	logger.Printf("serving %d names (%d local) on %v", s.table.Len(), s.table.LocalLen(), s.server.Addrs())
-	fmt.Fprintln(ready, "ok")
-	ready.Close()
+	hostd.Ready(nil)
 	return s.run()
 }
 
@@ -84,8 +74,7 @@ type server struct {
 	table    *bdns.Table
 	server   *bdns.Server
 	resolver *bdns.Resolver
-	ctl      net.Listener
-	life     *os.File
+	daemon   *hostd.Daemon
 
 	self     string // this host's name (registry.Entry.Host)
 	ctx      context.Context
@@ -95,11 +84,10 @@ type server struct {
 	watches  map[string]*watch
 	progress chan struct{} // closed and replaced when a watch applies a revision
 	exiting  bool
-	done     chan struct{}
 }
 
 func newServer(c Config, logger *log.Logger, state io.Reader) (*server, error) {
-	s := &server{cfg: c, log: logger, table: bdns.NewTable(), done: make(chan struct{}), watches: map[string]*watch{}, progress: make(chan struct{})}
+	s := &server{cfg: c, log: logger, table: bdns.NewTable(), watches: map[string]*watch{}, progress: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	var err error
 	if s.self, err = os.Hostname(); err != nil {
@@ -111,18 +99,10 @@ func newServer(c Config, logger *log.Logger, state io.Reader) (*server, error) {
 			s.close()
 		}
 	}()
-	// Held for life: a new sidecar started while an old one is exiting
-	// waits here until the old one is gone (the kernel drops the lock when
-	// it exits, even by SIGKILL).
-	s.life, err = os.OpenFile(c.lifeLock(), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("lock: %w", err)
-	}
-	if err := flock.Lock(s.life); err != nil {
-		return nil, fmt.Errorf("lock: %w", err)
-	}
-	if err := atomicfile.Write(c.pidFile(), []byte(strconv.Itoa(os.Getpid())+"\n")); err != nil {
-		return nil, fmt.Errorf("pid file: %w", err)
+	// A new sidecar started while an old one is exiting waits here until
+	// the old one is gone.
+	if s.daemon, err = hostd.Lock(c.dir(), logger); err != nil {
+		return nil, err
 	}
 	s.resolver = &bdns.Resolver{Table: s.table, Forwarder: &bdns.Forwarder{}, ErrorLog: logger}
 	rc := c.ResolvConf
@@ -159,13 +139,8 @@ func newServer(c Config, logger *log.Logger, state io.Reader) (*server, error) {
 		// Logged by the server; the affected networks' requests fail.
 		logger.Printf("listen: %v", err)
 	}
-	_ = os.Remove(c.socket()) // stale after a crash; we hold the life lock
-	s.ctl, err = net.Listen("unix", c.socket())
-	if err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
-	}
-	if err := os.Chmod(c.socket(), 0o600); err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
+	if err := s.daemon.Listen(); err != nil {
+		return nil, err
 	}
 	ok = true
 	return s, nil
@@ -173,74 +148,51 @@ func newServer(c Config, logger *log.Logger, state io.Reader) (*server, error) {
 
 // run serves control requests until the last name is gone or a signal.
 func (s *server) run() int {
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	go func() {
-		select {
-		case v := <-sig:
-			s.log.Printf("%v: shutting down", v)
-			s.mu.Lock()
-			s.shutdown()
-			s.mu.Unlock()
-		case <-s.done:
-		}
-	}()
-	for {
-		conn, err := s.ctl.Accept()
-		if err != nil {
-			break
-		}
-		go s.handle(conn)
-	}
-	<-s.done
+	s.daemon.Serve(s.handle, func() {
+		s.mu.Lock()
+		s.shutdown()
+		s.mu.Unlock()
+	})
 	s.wg.Wait() // the watches, stopped by shutdown
 	s.log.Print("exited")
 	return 0
 }
 
-func (s *server) handle(conn net.Conn) {
-	defer conn.Close()
-	line, err := bufio.NewReader(conn).ReadBytes('\n')
-	if err != nil {
-		return
-	}
+// handle applies one control request (a hostd.Handler).
+func (s *server) handle(line []byte) error {
 	var req Request
 	if err := json.Unmarshal(line, &req); err != nil {
-		fmt.Fprintf(conn, "err bad request: %v\n", err)
-		return
+		return fmt.Errorf("bad request: %w", err)
 	}
 	if req.Op == OpSync {
 		// Not under s.mu: the watches need it to make progress.
 		if err := s.waitApplied(req.Network.Name, req.Revision); err != nil {
-			fmt.Fprintf(conn, "err sync: %v\n", err)
-			return
+			return fmt.Errorf("sync: %w", err)
 		}
-		fmt.Fprintln(conn, "ok")
-		return
+		return nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.exiting {
-		fmt.Fprintln(conn, "exiting")
-		return
+		return hostd.ErrExiting
 	}
-	err = s.apply(req)
+	err := s.apply(req)
 	if err == nil {
 		err = s.listen(req)
 	}
 	if err != nil {
 		s.log.Printf("%s %s %s: %v", req.Op, req.Network.Name, req.Key, err)
-		fmt.Fprintf(conn, "err %v\n", err)
-		return
+		return err
 	}
 	if s.table.LocalLen() == 0 {
 		// The last name of the last network is gone (names of other
-		// hosts' containers serve nobody here): leave nothing running. The listeners close before the reply, so when DEL
-		// returns nothing answers any more.
+		// hosts' containers serve nobody here): leave nothing running. The
+		// listeners close before the reply, so when DEL returns nothing
+		// answers any more.
 		s.log.Print("no names left: exiting")
 		s.shutdown()
 	}
-	fmt.Fprintln(conn, "ok")
+	return nil
 }
 
 // apply changes the table; called with s.mu held.
@@ -311,21 +263,16 @@ func (s *server) shutdown() {
 	}
 	s.exiting = true
 	s.close()
-	close(s.done)
 }
 
 func (s *server) close() {
 	s.cancel() // stops the etcd watches
-	if s.ctl != nil {
-		s.ctl.Close() // also unlinks the socket
-	}
 	if s.server != nil {
 		s.server.Shutdown()
 	}
-	if s.life != nil {
-		os.Remove(s.cfg.pidFile())
-		// The lock goes with the process; closing early would let a new
-		// sidecar in before our sockets are closed, which they now are.
-		s.life.Close()
+	if s.daemon != nil {
+		// Last: releasing the life lock lets a new sidecar in, which must
+		// find our DNS sockets closed.
+		s.daemon.Shutdown()
 	}
 }

@@ -1,5 +1,7 @@
 // Package sidecar is dnsname's per-host DNS server process and the client
-// the plugin uses to start it and tell it about every change.
+// the plugin uses to start it and tell it about every change. Starting,
+// readiness, restarting after a crash and exiting with the last name are
+// internal/hostd's; this package is what is particular to DNS.
 //
 // The sidecar is a separate, lean binary (cmd/dnsname-sidecar) rather
 // than the dnsname plugin re-executed: the plugin links the etcd client,
@@ -17,8 +19,7 @@
 package sidecar
 
 import (
-	"path/filepath"
-
+	"github.com/berthnet/berth/internal/hostd"
 	bdns "github.com/berthnet/berth/pkg/dns"
 	"github.com/berthnet/berth/pkg/registry"
 )
@@ -41,14 +42,12 @@ type Config struct {
 	ResolvConf string `json:"resolvConf,omitempty"`
 }
 
-// Files in DataDir.
-func (c Config) socket() string    { return filepath.Join(c.DataDir, "control.sock") }
-func (c Config) pidFile() string   { return filepath.Join(c.DataDir, "sidecar.pid") }
-func (c Config) lifeLock() string  { return filepath.Join(c.DataDir, "sidecar.lock") }
-func (c Config) startLock() string { return filepath.Join(c.DataDir, "start.lock") }
+// dir is the sidecar's hostd state directory: control.sock, start.lock,
+// sidecar.pid and sidecar.lock in DataDir.
+func (c Config) dir() hostd.Dir { return hostd.Dir{Path: c.DataDir, Name: "sidecar"} }
 
 // PIDFile is where the running sidecar writes its pid.
-func (c Config) PIDFile() string { return c.pidFile() }
+func (c Config) PIDFile() string { return c.dir().PIDFile() }
 
 // Request is one change, sent as one JSON line on the control socket (and
 // on the sidecar's stdin at startup). The reply is one line: "ok",

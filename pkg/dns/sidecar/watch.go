@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/berthnet/berth/internal/hostd"
 	bdns "github.com/berthnet/berth/pkg/dns"
 	"github.com/berthnet/berth/pkg/registry"
 )
@@ -29,6 +30,9 @@ type watch struct {
 	remote  map[string]bdns.Record // by key
 	net     bdns.Network           // settings, as the last remote entry had them
 }
+
+// controlTimeout bounds a sync request's wait.
+const controlTimeout = hostd.DefaultTimeout
 
 // snapshotTimeout bounds one range read of a network.
 const snapshotTimeout = 10 * time.Second

@@ -126,10 +126,7 @@ type Config struct {
 	Backend string `json:"backend,omitempty"`
 	// Dir is the file backend's root directory.
 	Dir string `json:"dir,omitempty"`
-	// Endpoints are the etcd client URLs ("http://127.0.0.1:2379"). The
-	// plugin uses them with clientv3; the DNS sidecar follows the keys
-	// through etcd's JSON gateway on the same URLs (EtcdWatch), which etcd
-	// serves unless started with --enable-grpc-gateway=false.
+	// Endpoints are the etcd client URLs ("http://127.0.0.1:2379").
 	Endpoints []string `json:"endpoints,omitempty"`
 	// Prefix is the etcd key prefix; default "/berth/registry/".
 	Prefix string `json:"prefix,omitempty"`

@@ -177,7 +177,7 @@ func openRegistry(c *Config) (registry.Store, error) {
 	var s registry.Store
 	var err error
 	if c.Registry.Backend == registry.BackendEtcd {
-		s, err = etcdstore.Open(c.Registry.Endpoints, c.Registry.Prefix, c.Registry.DialTimeout)
+		s, err = etcdstore.OpenConfig(c.Registry)
 	} else {
 		s, err = registry.OpenFiles(c.Registry.Dir)
 	}

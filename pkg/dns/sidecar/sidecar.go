@@ -3,19 +3,15 @@
 // readiness, restarting after a crash and exiting with the last name are
 // internal/hostd's; this package is what is particular to DNS.
 //
-// The sidecar is a separate, lean binary (cmd/dnsname-sidecar) rather
-// than the dnsname plugin re-executed: the plugin links the etcd client,
-// and Go runs every linked package's init, so a re-executed plugin paged in
-// etcd, gRPC and protobuf code and registries it never used (13 of its
-// 19-20 MB resident with 1000 names; about 12 MB in all without them). The
-// sidecar opens no registry backend: the plugin, which has the registry
-// open anyway, sends it whole records (put), removals (del) and whole
-// networks (replace), and streams the registry's full contents on its
-// stdin when it starts it, so a sidecar restarted after a crash rebuilds
-// its state from the registry whatever the backend. The one thing the
-// plugin cannot do is tell it about another host's containers, so for etcd
-// networks the sidecar follows the keys itself, through etcd's JSON gateway
-// (watch.go) rather than the gRPC client.
+// The sidecar is a daemon of its own (cmd/dnsname-sidecar), not the
+// dnsname plugin re-executed. It opens no registry store: the plugin, which
+// has the registry open anyway, sends it whole records (put), removals
+// (del) and whole networks (replace), and streams the registry's full
+// contents on its stdin when it starts it, so a sidecar restarted after a
+// crash rebuilds its state from the registry whatever the backend. The one
+// thing the plugin cannot do is tell it about another host's containers,
+// so for etcd networks the sidecar follows the keys itself, with the etcd
+// client (watch.go).
 package sidecar
 
 import (

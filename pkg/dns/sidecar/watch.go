@@ -1,10 +1,9 @@
 package sidecar
 
 // Names other hosts register: for a network whose registry is etcd, the
-// sidecar follows the network's keys itself, so that a container started on
-// another host resolves here without any local ADD, DEL or GC. It does so
-// through etcd's JSON gateway (registry.EtcdWatch), not clientv3, to stay
-// small (see the package comment).
+// sidecar follows the network's keys itself (etcdstore's Watch), so that a
+// container started on another host resolves here without any local ADD,
+// DEL or GC.
 //
 // Records are split by owner to keep the two sources from racing: local
 // records (this host's containers) come only from the plugin, over the
@@ -20,11 +19,12 @@ import (
 	"github.com/berthnet/berth/internal/hostd"
 	bdns "github.com/berthnet/berth/pkg/dns"
 	"github.com/berthnet/berth/pkg/registry"
+	"github.com/berthnet/berth/pkg/registry/etcdstore"
 )
 
 type watch struct {
 	network string
-	src     *registry.EtcdWatch
+	cfg     *registry.Config
 	// Guarded by server.mu.
 	applied int64                  // etcd revision the remote records are at
 	remote  map[string]bdns.Record // by key
@@ -46,7 +46,7 @@ func (s *server) follow(n bdns.Network, cfg *registry.Config, recs []bdns.Record
 	}
 	w := &watch{
 		network: n.Name, net: n, remote: map[string]bdns.Record{},
-		src: &registry.EtcdWatch{Endpoints: cfg.Endpoints, Prefix: cfg.Prefix, Network: n.Name},
+		cfg: cfg,
 	}
 	for _, r := range recs {
 		if r.Remote {
@@ -66,14 +66,26 @@ func (s *server) watchLoop(w *watch) {
 	defer s.wg.Done()
 	const maxDelay = 10 * time.Second
 	delay := 100 * time.Millisecond
+	var src *etcdstore.Etcd
+	defer func() {
+		if src != nil {
+			src.Close()
+		}
+	}()
 	for {
-		err := s.resync(w)
+		var err error
+		if src == nil {
+			src, err = etcdstore.OpenConfig(w.cfg)
+		}
+		if err == nil {
+			err = s.resync(w, src)
+		}
 		if err == nil {
 			delay = 100 * time.Millisecond
 			s.mu.Lock()
 			from := w.applied
 			s.mu.Unlock()
-			err = w.src.Watch(s.ctx, from, func(ev registry.WatchEvent) { s.applyEvent(w, ev) })
+			err = src.Watch(s.ctx, w.network, from, func(ev etcdstore.Event) { s.applyEvent(w, ev) })
 		}
 		if s.ctx.Err() != nil {
 			return
@@ -91,10 +103,10 @@ func (s *server) watchLoop(w *watch) {
 }
 
 // resync replaces the network's remote records with a fresh snapshot.
-func (s *server) resync(w *watch) error {
+func (s *server) resync(w *watch, src *etcdstore.Etcd) error {
 	ctx, cancel := context.WithTimeout(s.ctx, snapshotTimeout)
 	defer cancel()
-	entries, rev, err := w.src.Snapshot(ctx)
+	entries, rev, err := src.Snapshot(ctx, w.network)
 	if err != nil {
 		return err
 	}
@@ -125,7 +137,7 @@ func (s *server) resync(w *watch) error {
 	return nil
 }
 
-func (s *server) applyEvent(w *watch, ev registry.WatchEvent) {
+func (s *server) applyEvent(w *watch, ev etcdstore.Event) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.exiting || ev.Revision <= w.applied {

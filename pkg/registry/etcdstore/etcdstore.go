@@ -1,6 +1,7 @@
 // Package etcdstore is the registry's etcd v3 backend, for networks that
-// span hosts. It is a package of its own so that pkg/registry, which the
-// DNS sidecar imports, does not link the etcd client (gRPC, protobuf).
+// span hosts, and the watch that follows a network's entries (watch.go).
+// It is a package of its own so that programs that use only the file
+// backend do not link the etcd client (gRPC, protobuf).
 package etcdstore
 
 import (
@@ -29,21 +30,28 @@ type Etcd struct {
 // DefaultEtcdPrefix is where entries live unless Config.Prefix says otherwise.
 const DefaultEtcdPrefix = registry.DefaultEtcdPrefix
 
-// OpenEtcd connects to etcd. The client dials lazily; the first request
+// Open connects to etcd. The client dials lazily; the first request
 // fails (bounded by its context) if no endpoint answers.
 func Open(endpoints []string, prefix string, dialTimeout time.Duration) (*Etcd, error) {
-	if len(endpoints) == 0 {
+	return OpenConfig(&registry.Config{Backend: registry.BackendEtcd, Endpoints: endpoints, Prefix: prefix, DialTimeout: dialTimeout})
+}
+
+// OpenConfig connects to the etcd cfg names. It is the one place berth
+// makes an etcd client (the dnsname plugin's store, the DNS sidecar's
+// watches): connection settings go here.
+func OpenConfig(cfg *registry.Config) (*Etcd, error) {
+	if len(cfg.Endpoints) == 0 {
 		return nil, errors.New("registry: etcd backend needs endpoints")
 	}
-	prefix = registry.EtcdPrefix(prefix)
+	dialTimeout := cfg.DialTimeout
 	if dialTimeout == 0 {
 		dialTimeout = 5 * time.Second
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: dialTimeout, Logger: zap.NewNop()})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: dialTimeout, Logger: zap.NewNop()})
 	if err != nil {
-		return nil, fmt.Errorf("registry: etcd %v: %w", endpoints, err)
+		return nil, fmt.Errorf("registry: etcd %v: %w", cfg.Endpoints, err)
 	}
-	return &Etcd{cli: cli, prefix: prefix}, nil
+	return &Etcd{cli: cli, prefix: registry.EtcdPrefix(cfg.Prefix)}, nil
 }
 
 // Close closes the client.

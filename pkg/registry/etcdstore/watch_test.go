@@ -1,4 +1,4 @@
-package registry_test
+package etcdstore_test
 
 import (
 	"context"
@@ -11,9 +11,9 @@ import (
 	"github.com/berthnet/berth/pkg/registry/registrytest"
 )
 
-// TestEtcdWatch: what the clientv3 backend writes, the JSON-gateway watch
-// reads back: a snapshot, then puts and deletes in order, and only the
-// watched network's.
+// TestEtcdWatch: what the backend writes, the watch reads back: a snapshot,
+// then puts and deletes in order, and only the watched network's; with a
+// first endpoint that refuses, the client uses the next.
 func TestEtcdWatch(t *testing.T) {
 	ep := registrytest.StartEtcd(t)
 	const prefix = "/watch-test/"
@@ -34,18 +34,22 @@ func TestEtcdWatch(t *testing.T) {
 	put("net1", "aaaa", "10.1.0.2/24")
 	put("net2", "cccc", "10.2.0.2/24")
 
-	w := &registry.EtcdWatch{Endpoints: []string{"http://127.0.0.1:1", ep}, Prefix: prefix, Network: "net1"}
-	entries, rev, err := w.Snapshot(ctx)
+	w, err := etcdstore.Open([]string{"http://127.0.0.1:1", ep}, prefix, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	entries, rev, err := w.Snapshot(ctx, "net1")
 	if err != nil {
 		t.Fatalf("snapshot (first endpoint refuses, the second answers): %v", err)
 	}
 	if len(entries) != 1 || entries[0].ContainerID != "aaaa" || rev == 0 {
 		t.Fatalf("snapshot: got %d entries at revision %d, want aaaa only", len(entries), rev)
 	}
-	events := make(chan registry.WatchEvent, 10)
+	events := make(chan etcdstore.Event, 10)
 	wctx, wcancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- w.Watch(wctx, rev, func(ev registry.WatchEvent) { events <- ev }) }()
+	go func() { done <- w.Watch(wctx, "net1", rev, func(ev etcdstore.Event) { events <- ev }) }()
 
 	put("net2", "dddd", "10.2.0.3/24") // another network: not seen
 	put("net1", "bbbb", "10.1.0.3/24")

@@ -1,5 +1,5 @@
 // Command dnsname-sidecar is the per-host DNS server the dnsname plugin
-// starts (pkg/dns/sidecar). It is a binary of its own, installed beside the
+// starts (pkg/nameserver/sidecar). It is a binary of its own, installed beside the
 // plugins, so that it does not link the etcd client the plugin needs for
 // the etcd registry: it serves names the plugin sends it and never reads a
 // registry. It is not a CNI plugin (and says so when run as one), so it
@@ -10,7 +10,7 @@ package main
 import (
 	"os"
 
-	"github.com/berthnet/berth/pkg/dns/sidecar"
+	"github.com/berthnet/berth/pkg/nameserver/sidecar"
 )
 
 func main() { os.Exit(sidecar.Main()) }

@@ -32,8 +32,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/miekg/dns"
 
-	bdns "github.com/berthnet/berth/pkg/dns"
-	"github.com/berthnet/berth/pkg/dns/sidecar"
+	"github.com/berthnet/berth/pkg/nameserver"
+	"github.com/berthnet/berth/pkg/nameserver/sidecar"
 )
 
 const aardvark = "/usr/lib/podman/aardvark-dns"
@@ -242,10 +242,10 @@ func fakeUpstream(hostNS ns.NetNS) (func(), error) {
 // does with its registry's contents.
 func startBerth(cl *cleanups, host, work string) (int, error) {
 	dataDir := filepath.Join(work, "berth")
-	n := bdns.Network{Name: "bench", Domain: "dns.podman", Upstreams: []netip.AddrPort{netip.MustParseAddrPort(upstreamIP + ":53")}}
-	recs := make([]bdns.Record, 0, *nNames)
+	n := nameserver.Network{Name: "bench", Domain: "dns.podman", Upstreams: []netip.AddrPort{netip.MustParseAddrPort(upstreamIP + ":53")}}
+	recs := make([]nameserver.Record, 0, *nNames)
 	for i := range *nNames {
-		recs = append(recs, bdns.Record{
+		recs = append(recs, nameserver.Record{
 			Key: fmt.Sprintf("id%04d@eth0", i), Names: []string{name(i)},
 			Addrs: []netip.Prefix{netip.MustParsePrefix(addr(i) + "/16")}, Gateways: []netip.Addr{netip.MustParseAddr(berthIP)},
 		})

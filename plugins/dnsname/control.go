@@ -1,6 +1,6 @@
 package main
 
-// Glue between the registry and the DNS sidecar (pkg/dns/sidecar): the
+// Glue between the registry and the DNS sidecar (pkg/nameserver/sidecar): the
 // plugin has the registry open, so it is the one that turns entries into
 // DNS records and sends them; the sidecar, a lean binary of its own, links
 // no registry backend (see the sidecar package for why).
@@ -10,8 +10,8 @@ import (
 	"fmt"
 	"os"
 
-	bdns "github.com/berthnet/berth/pkg/dns"
-	"github.com/berthnet/berth/pkg/dns/sidecar"
+	"github.com/berthnet/berth/pkg/nameserver"
+	"github.com/berthnet/berth/pkg/nameserver/sidecar"
 	"github.com/berthnet/berth/pkg/registry"
 )
 
@@ -65,11 +65,11 @@ func (c *Config) loadNetwork(ctx context.Context, store registry.Store, network 
 	if err != nil {
 		return sidecar.Request{}, fmt.Errorf("listing network %s: %w", network, err)
 	}
-	n := bdns.Network{Name: network}
-	recs := make([]bdns.Record, 0, len(entries))
+	n := nameserver.Network{Name: network}
+	recs := make([]nameserver.Record, 0, len(entries))
 	self := hostname()
 	for _, e := range entries {
-		var rec bdns.Record
+		var rec nameserver.Record
 		n, rec = sidecar.FromEntry(e, self)
 		recs = append(recs, rec)
 	}

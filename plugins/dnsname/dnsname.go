@@ -18,8 +18,8 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/berthnet/berth/pkg/cni"
-	"github.com/berthnet/berth/pkg/dns/sidecar"
 	"github.com/berthnet/berth/pkg/link"
+	"github.com/berthnet/berth/pkg/nameserver/sidecar"
 	"github.com/berthnet/berth/pkg/registry"
 	"github.com/berthnet/berth/pkg/registry/etcdstore"
 )

@@ -1,7 +1,7 @@
 // Command dnsname registers a container's names and aliases on its network
 // and makes sure the network's DNS server answers for them. It is chained
 // after bridge and takes Podman's dnsname config. The DNS server is
-// dnsname-sidecar, installed beside it (see pkg/dns/sidecar).
+// dnsname-sidecar, installed beside it (see pkg/nameserver/sidecar).
 package main
 
 import (

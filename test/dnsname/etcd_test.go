@@ -17,8 +17,8 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/berthnet/berth/internal/nstest"
-	bdns "github.com/berthnet/berth/pkg/dns"
-	"github.com/berthnet/berth/pkg/dns/sidecar"
+	"github.com/berthnet/berth/pkg/nameserver"
+	"github.com/berthnet/berth/pkg/nameserver/sidecar"
 	"github.com/berthnet/berth/pkg/registry"
 )
 
@@ -76,7 +76,7 @@ func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) 
 func (e *env) syncSidecar(t *testing.T, network string, rev int64) {
 	t.Helper()
 	c := &sidecar.Client{Config: sidecar.Config{DataDir: e.sidecarDir()}}
-	req := sidecar.Request{Op: sidecar.OpSync, Network: bdns.Network{Name: network}, Revision: rev}
+	req := sidecar.Request{Op: sidecar.OpSync, Network: nameserver.Network{Name: network}, Revision: rev}
 	if err := c.Notify(req, false); err != nil {
 		t.Fatalf("sidecar sync: %v", err)
 	}

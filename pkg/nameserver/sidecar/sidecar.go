@@ -16,7 +16,7 @@ package sidecar
 
 import (
 	"github.com/berthnet/berth/internal/hostd"
-	bdns "github.com/berthnet/berth/pkg/dns"
+	"github.com/berthnet/berth/pkg/nameserver"
 	"github.com/berthnet/berth/pkg/registry"
 )
 
@@ -53,11 +53,11 @@ type Request struct {
 	Op string `json:"op"`
 	// Network carries the network's settings (put, replace) or just its
 	// name (del).
-	Network bdns.Network `json:"network"`
+	Network nameserver.Network `json:"network"`
 	// Record is the record to put.
-	Record *bdns.Record `json:"record,omitempty"`
+	Record *nameserver.Record `json:"record,omitempty"`
 	// Records replace all of the network's (replace); none drops it.
-	Records []bdns.Record `json:"records,omitempty"`
+	Records []nameserver.Record `json:"records,omitempty"`
 	// Key is the record to delete.
 	Key string `json:"key,omitempty"`
 	// Registry is set for networks in etcd (put, replace): the sidecar then
@@ -80,16 +80,16 @@ const (
 )
 
 // Put returns the request that adds or replaces rec in n.
-func Put(n bdns.Network, rec bdns.Record) Request {
+func Put(n nameserver.Network, rec nameserver.Record) Request {
 	return Request{Op: OpPut, Network: n, Record: &rec}
 }
 
 // Del returns the request that removes key from network.
 func Del(network, key string) Request {
-	return Request{Op: OpDel, Network: bdns.Network{Name: network}, Key: key}
+	return Request{Op: OpDel, Network: nameserver.Network{Name: network}, Key: key}
 }
 
 // Replace returns the request that swaps n's records for recs.
-func Replace(n bdns.Network, recs []bdns.Record) Request {
+func Replace(n nameserver.Network, recs []nameserver.Record) Request {
 	return Request{Op: OpReplace, Network: n, Records: recs}
 }

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/berthnet/berth/internal/hostd"
-	bdns "github.com/berthnet/berth/pkg/dns"
+	"github.com/berthnet/berth/pkg/nameserver"
 	"github.com/berthnet/berth/pkg/registry"
 	"github.com/berthnet/berth/pkg/registry/etcdstore"
 )
@@ -26,9 +26,9 @@ type watch struct {
 	network string
 	cfg     *registry.Config
 	// Guarded by server.mu.
-	applied int64                  // etcd revision the remote records are at
-	remote  map[string]bdns.Record // by key
-	net     bdns.Network           // settings, as the last remote entry had them
+	applied int64                        // etcd revision the remote records are at
+	remote  map[string]nameserver.Record // by key
+	net     nameserver.Network           // settings, as the last remote entry had them
 }
 
 // controlTimeout bounds a sync request's wait.
@@ -40,12 +40,12 @@ const snapshotTimeout = 10 * time.Second
 // follow starts watching network's keys unless already done; called with
 // s.mu held. Remote records of the request that starts it (the plugin's
 // load at startup) are the watch's initial state.
-func (s *server) follow(n bdns.Network, cfg *registry.Config, recs []bdns.Record) *watch {
+func (s *server) follow(n nameserver.Network, cfg *registry.Config, recs []nameserver.Record) *watch {
 	if w := s.watches[n.Name]; w != nil {
 		return w
 	}
 	w := &watch{
-		network: n.Name, net: n, remote: map[string]bdns.Record{},
+		network: n.Name, net: n, remote: map[string]nameserver.Record{},
 		cfg: cfg,
 	}
 	for _, r := range recs {
@@ -115,7 +115,7 @@ func (s *server) resync(w *watch, src *etcdstore.Etcd) error {
 	if s.exiting || rev < w.applied {
 		return nil // the watch is already further along
 	}
-	fresh := map[string]bdns.Record{}
+	fresh := map[string]nameserver.Record{}
 	for _, e := range entries {
 		n, rec := FromEntry(e, s.self)
 		if rec.Remote {
@@ -196,8 +196,8 @@ func (s *server) progressed() {
 // withRemote returns recs's local records plus the watch's remote ones: a
 // replace from the plugin (GC) must not undo what the watch, which is
 // ordered by etcd revision, has applied since the plugin's read.
-func (w *watch) withRemote(recs []bdns.Record) []bdns.Record {
-	out := make([]bdns.Record, 0, len(recs)+len(w.remote))
+func (w *watch) withRemote(recs []nameserver.Record) []nameserver.Record {
+	out := make([]nameserver.Record, 0, len(recs)+len(w.remote))
 	for _, r := range recs {
 		if !r.Remote {
 			out = append(out, r)

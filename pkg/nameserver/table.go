@@ -1,4 +1,4 @@
-// Package dns is berth's name server for user-defined networks: a Table of
+// Package nameserver is berth's name server for user-defined networks: a Table of
 // the names registered on each network, a Resolver (a miekg/dns Handler)
 // answering from it with the asker's network as the scope and forwarding
 // everything else, and a Server that listens on a changing set of gateway
@@ -7,7 +7,7 @@
 // It is shaped like net/http and miekg/dns: Resolver is the Handler, Server
 // carries documented fields and a NotifyStartedFunc so that tests wait for
 // it without sleeping, and loggers are passed in.
-package dns
+package nameserver
 
 import (
 	"math/rand/v2"

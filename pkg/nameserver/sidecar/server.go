@@ -23,7 +23,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/berthnet/berth/internal/hostd"
-	bdns "github.com/berthnet/berth/pkg/dns"
+	"github.com/berthnet/berth/pkg/nameserver"
 	"github.com/berthnet/berth/pkg/registry"
 )
 
@@ -71,9 +71,9 @@ func Main() int {
 type server struct {
 	cfg      Config
 	log      *log.Logger
-	table    *bdns.Table
-	server   *bdns.Server
-	resolver *bdns.Resolver
+	table    *nameserver.Table
+	server   *nameserver.Server
+	resolver *nameserver.Resolver
 	daemon   *hostd.Daemon
 
 	self     string // this host's name (registry.Entry.Host)
@@ -87,7 +87,7 @@ type server struct {
 }
 
 func newServer(c Config, logger *log.Logger, state io.Reader) (*server, error) {
-	s := &server{cfg: c, log: logger, table: bdns.NewTable(), watches: map[string]*watch{}, progress: make(chan struct{})}
+	s := &server{cfg: c, log: logger, table: nameserver.NewTable(), watches: map[string]*watch{}, progress: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	var err error
 	if s.self, err = os.Hostname(); err != nil {
@@ -104,7 +104,7 @@ func newServer(c Config, logger *log.Logger, state io.Reader) (*server, error) {
 	if s.daemon, err = hostd.Lock(c.dir(), logger); err != nil {
 		return nil, err
 	}
-	s.resolver = &bdns.Resolver{Table: s.table, Forwarder: &bdns.Forwarder{}, ErrorLog: logger}
+	s.resolver = &nameserver.Resolver{Table: s.table, Forwarder: &nameserver.Forwarder{}, ErrorLog: logger}
 	rc := c.ResolvConf
 	if rc == "" {
 		rc = "/etc/resolv.conf"
@@ -117,7 +117,7 @@ func newServer(c Config, logger *log.Logger, state io.Reader) (*server, error) {
 			}
 		}
 	}
-	s.server = &bdns.Server{Handler: s.resolver, Port: 53, ErrorLog: logger}
+	s.server = &nameserver.Server{Handler: s.resolver, Port: 53, ErrorLog: logger}
 	// The registry is the truth: after a crash, everything comes back. The
 	// plugin that started us streams it here.
 	dec := json.NewDecoder(state)

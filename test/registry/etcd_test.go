@@ -1,4 +1,7 @@
-package etcdstore_test
+// Package registry_test runs the registry's etcd backend and watch against
+// a real etcd (on loopback, with a temporary data directory): integration
+// tests, kept out of `make unit`, which needs nothing installed.
+package registry_test
 
 import (
 	"testing"

@@ -71,7 +71,7 @@ func TestResolve(t *testing.T) {
 	}
 	// CHECK verifies the entry and asks the server.
 	for _, c := range []*container{web, db} {
-		if err := e.rt.Check(context.Background(), appnet, c.rc); err != nil {
+		if err := e.RT.Check(context.Background(), appnet, c.rc); err != nil {
 			t.Fatalf("CHECK %s: %v", c.name, err)
 		}
 	}
@@ -107,7 +107,7 @@ func TestVisibility(t *testing.T) {
 	e.del(list, b) // twice
 	// DEL without ADD, and without a netns.
 	ghost := &libcni.RuntimeConf{ContainerID: "never-added", NetNS: "", IfName: "eth0"}
-	if err := e.rt.Del(context.Background(), list, ghost); err != nil {
+	if err := e.RT.Del(context.Background(), list, ghost); err != nil {
 		t.Fatalf("DEL without ADD: %v", err)
 	}
 	if got := e.sidecarPID(); got != pid {
@@ -118,7 +118,7 @@ func TestVisibility(t *testing.T) {
 	if err := waitExit(fd, 5*time.Second); err != nil {
 		t.Fatalf("sidecar %d after the last DEL: %v", pid, err)
 	}
-	if _, err := e.host.Exec("nc", "-z", "-w", "1", "10.89.1.1", "53"); err == nil {
+	if _, err := e.Host.Exec("nc", "-z", "-w", "1", "10.89.1.1", "53"); err == nil {
 		t.Fatal("something still listens on 10.89.1.1:53 after the last DEL")
 	}
 }
@@ -210,7 +210,7 @@ func TestGC(t *testing.T) {
 	list := e.network("appnet", 1)
 	keep := e.attach(list, "keep")
 	e.attach(list, "drop")
-	if err := e.rt.GC(context.Background(), list, keep.rc); err != nil {
+	if err := e.RT.GC(context.Background(), list, keep.rc); err != nil {
 		t.Fatalf("GC: %v", err)
 	}
 	if got := keep.lookup(t, "udp", "drop", dns.TypeA); got != "NXDOMAIN" {
@@ -253,7 +253,7 @@ func TestVersions(t *testing.T) {
 			t.Errorf("cniVersion %s: got %q", v, got)
 		}
 		if v != "0.3.0" && v != "0.3.1" {
-			if err := e.rt.Check(context.Background(), list, c.rc); err != nil {
+			if err := e.RT.Check(context.Background(), list, c.rc); err != nil {
 				t.Errorf("CHECK under %s: %v", v, err)
 			}
 		}
@@ -300,7 +300,7 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 	// Nothing registered by the failed ADDs.
-	if _, err := e.host.Exec("nc", "-z", "-w", "1", "10.89.20.1", "53"); err == nil {
+	if _, err := e.Host.Exec("nc", "-z", "-w", "1", "10.89.20.1", "53"); err == nil {
 		t.Fatal("a DNS server listens after only failed ADDs")
 	}
 }

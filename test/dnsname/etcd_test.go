@@ -28,7 +28,7 @@ import (
 // keep the sidecar running once this host's last container is gone.
 func TestEtcdOtherHost(t *testing.T) {
 	e := newEnv(t)
-	ep := startEtcd(t, e.host)
+	ep := startEtcd(t, e.Host)
 	const prefix = "/berth-test/"
 	list := e.network("overnet", 1, dnsField("registry", map[string]any{"backend": "etcd", "endpoints": []any{ep}, "prefix": prefix}))
 	a := e.attach(list, "alpha")
@@ -49,17 +49,17 @@ func TestEtcdOtherHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.syncSidecar(t, "overnet", etcdCall(t, e.host, ep, "/v3/kv/put", map[string]string{"key": b64(key), "value": b64(string(val))}))
+	e.syncSidecar(t, "overnet", etcdCall(t, e.Host, ep, "/v3/kv/put", map[string]string{"key": b64(key), "value": b64(string(val))}))
 	if got := a.lookup(t, "udp", "faraway.dns.podman", dns.TypeA); got != "NOERROR 10.89.1.200" {
 		t.Fatalf("name registered by another host: got %q, want NOERROR 10.89.1.200", got)
 	}
-	e.syncSidecar(t, "overnet", etcdCall(t, e.host, ep, "/v3/kv/deleterange", map[string]string{"key": b64(key)}))
+	e.syncSidecar(t, "overnet", etcdCall(t, e.Host, ep, "/v3/kv/deleterange", map[string]string{"key": b64(key)}))
 	if got := a.lookup(t, "udp", "faraway", dns.TypeA); got != "NXDOMAIN" {
 		t.Fatalf("name removed by another host: got %q, want NXDOMAIN", got)
 	}
 
 	// Registered again; then this host's last container goes.
-	e.syncSidecar(t, "overnet", etcdCall(t, e.host, ep, "/v3/kv/put", map[string]string{"key": b64(key), "value": b64(string(val))}))
+	e.syncSidecar(t, "overnet", etcdCall(t, e.Host, ep, "/v3/kv/put", map[string]string{"key": b64(key), "value": b64(string(val))}))
 	if got := a.lookup(t, "udp", "faraway", dns.TypeA); got != "NOERROR 10.89.1.200" {
 		t.Fatalf("name registered again: got %q", got)
 	}

@@ -33,17 +33,12 @@ const (
 )
 
 type env struct {
-	t       testing.TB
-	host    *nstest.NS
-	rt      *nstest.Runtime
-	dataDir string
+	*nstest.Env
 }
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	nstest.RequireRoot(t)
-	host := nstest.NewNS(t, "host")
-	e := &env{t: t, host: host, rt: nstest.NewRuntime(t, host), dataDir: t.TempDir()}
+	e := &env{Env: nstest.NewEnv(t)}
 	// Whatever happens, no sidecar outlives the test (it would also keep
 	// the host namespace alive).
 	t.Cleanup(func() {
@@ -51,7 +46,7 @@ func newEnv(t testing.TB) *env {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
-	startUpstream(t, host)
+	startUpstream(t, e.Host)
 	return e
 }
 
@@ -92,22 +87,12 @@ func startUpstream(t testing.TB, host *nstest.NS) {
 	}
 }
 
-func example(t testing.TB, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "conf-examples", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // network loads the example conflist as network name, on its own bridge
 // and subnets (index n picks 10.89.n.0/24 and fd89:0:0:n::/64), forwarding
 // to the fake upstream.
 func (e *env) network(name string, n int, patches ...func(map[string]any)) *libcni.NetworkConfigList {
-	e.t.Helper()
+	e.T.Helper()
 	base := []func(map[string]any){
-		nstest.DataDir(e.dataDir),
 		func(m map[string]any) {
 			m["name"] = name
 			pl := m["plugins"].([]any)
@@ -120,7 +105,7 @@ func (e *env) network(name string, n int, patches ...func(map[string]any)) *libc
 			pl[1].(map[string]any)["upstreams"] = []any{upstreamAddr}
 		},
 	}
-	return nstest.Conflist(e.t, example(e.t, "podman-dnsname.conflist"), append(base, patches...)...)
+	return e.Conflist(nstest.Example(e.T, "podman-dnsname.conflist"), append(base, patches...)...)
 }
 
 type container struct {
@@ -134,10 +119,10 @@ type container struct {
 // name in K8S_POD_NAME and aliases for the list's network; DEL runs again
 // on cleanup (a second DEL after the test's own: idempotence everywhere).
 func (e *env) attach(list *libcni.NetworkConfigList, name string, aliases ...string) *container {
-	e.t.Helper()
+	e.T.Helper()
 	c, err := e.tryAttach(list, name, aliases...)
 	if err != nil {
-		e.t.Fatalf("ADD %s: %v", name, err)
+		e.T.Fatalf("ADD %s: %v", name, err)
 	}
 	return c
 }
@@ -145,26 +130,26 @@ func (e *env) attach(list *libcni.NetworkConfigList, name string, aliases ...str
 func (e *env) tryAttach(list *libcni.NetworkConfigList, name string, aliases ...string) (*container, error) {
 	id := make([]byte, 32)
 	_, _ = rand.Read(id)
-	c := &container{id: hex.EncodeToString(id), name: name, ns: nstest.NewNS(e.t, "ctr")}
+	c := &container{id: hex.EncodeToString(id), name: name, ns: nstest.NewNS(e.T, "ctr")}
 	c.rc = nstest.Attachment(c.id, c.ns, "eth0")
 	c.rc.Args = [][2]string{{"K8S_POD_NAME", name}}
 	if aliases != nil {
 		c.rc.CapabilityArgs = map[string]any{"aliases": map[string][]string{list.Name: aliases}}
 	}
-	e.t.Cleanup(func() {
-		if err := e.rt.Del(context.Background(), list, c.rc); err != nil {
-			e.t.Errorf("cleanup DEL %s: %v", name, err)
+	e.T.Cleanup(func() {
+		if err := e.RT.Del(context.Background(), list, c.rc); err != nil {
+			e.T.Errorf("cleanup DEL %s: %v", name, err)
 		}
 	})
-	res, err := e.rt.Add(context.Background(), list, c.rc)
+	res, err := e.RT.Add(context.Background(), list, c.rc)
 	c.res = res
 	return c, err
 }
 
 func (e *env) del(list *libcni.NetworkConfigList, c *container) {
-	e.t.Helper()
-	if err := e.rt.Del(context.Background(), list, c.rc); err != nil {
-		e.t.Fatalf("DEL %s: %v", c.name, err)
+	e.T.Helper()
+	if err := e.RT.Del(context.Background(), list, c.rc); err != nil {
+		e.T.Fatalf("DEL %s: %v", c.name, err)
 	}
 }
 
@@ -225,7 +210,7 @@ func (c *container) lookup(t testing.TB, proto, name string, qtype uint16) strin
 	return strings.TrimSpace(dns.RcodeToString[resp.Rcode] + " " + strings.Join(out, ","))
 }
 
-func (e *env) sidecarDir() string { return filepath.Join(e.dataDir, "dnsname") }
+func (e *env) sidecarDir() string { return filepath.Join(e.DataDir, "dnsname") }
 
 // sidecarPID reads the running sidecar's pid file (0 when there is none).
 func (e *env) sidecarPID() int {

@@ -35,10 +35,10 @@ func TestMasquerade(t *testing.T) {
 				t.Fatal(err)
 			}
 			outAddr := echoPeer(t, tp.out, outIP+":0")
-			inAddr := echoPeer(t, tp.host, hostCtrIP+":0")
+			inAddr := echoPeer(t, tp.Host, hostCtrIP+":0")
 			m1 := firewall.Masq{Network: "net1", ContainerID: "c1", IfName: "eth0", IPs: []*net.IPNet{ipnet(t, ctrIP+"/16")}}
 			m2 := firewall.Masq{Network: "net1", ContainerID: "c2", IfName: "eth0", IPs: []*net.IPNet{ipnet(t, ctr2IP+"/16")}}
-			do := func(f func() error) error { return inNS(t, tp.host, f) }
+			do := func(f func() error) error { return inNS(t, tp.Host, f) }
 
 			// Without masquerade the outside cannot answer.
 			if got, err := seenAs(tp.ctr, outAddr); err == nil {
@@ -71,7 +71,7 @@ func TestMasquerade(t *testing.T) {
 				t.Errorf("CheckMasq of an attachment never added: got nil, want error")
 			}
 			if backend == firewall.NFTables {
-				rs := tp.host.MustExec(t, "nft", "list", "table", "inet", firewall.TableName)
+				rs := tp.Host.MustExec(t, "nft", "list", "table", "inet", firewall.TableName)
 				for _, want := range []string{"ip saddr vmap @masq4", `10.88.0.5 comment "net1/c1/eth0" : jump masq-10.88.0.0-16`, "ip daddr 224.0.0.0/4 return", "masquerade"} {
 					if !strings.Contains(rs, want) {
 						t.Errorf("ruleset lacks %q:\n%s", want, rs)
@@ -111,12 +111,12 @@ func TestMasquerade(t *testing.T) {
 				t.Errorf("CheckMasq after DEL: got nil, want error")
 			}
 			if backend == firewall.NFTables {
-				rs := tp.host.MustExec(t, "nft", "list", "map", "inet", firewall.TableName, "masq4")
+				rs := tp.Host.MustExec(t, "nft", "list", "map", "inet", firewall.TableName, "masq4")
 				if strings.Contains(rs, "10.88.0.") {
 					t.Errorf("masq4 still has elements after DEL:\n%s", rs)
 				}
 			} else {
-				rs := tp.host.MustExec(t, "iptables", "-t", "nat", "-S", "BERTH-MASQ")
+				rs := tp.Host.MustExec(t, "iptables", "-t", "nat", "-S", "BERTH-MASQ")
 				if strings.Contains(rs, "10.88.0.") {
 					t.Errorf("BERTH-MASQ still has rules after DEL:\n%s", rs)
 				}
@@ -133,14 +133,14 @@ func TestMasqDelWithoutAdd(t *testing.T) {
 			tp := newTopo(t)
 			mq, _ := firewall.NewMasquerader(backend)
 			m := firewall.Masq{Network: "n", ContainerID: "c", IfName: "eth0", IPs: []*net.IPNet{ipnet(t, ctrIP+"/16")}}
-			if err := inNS(t, tp.host, func() error { return mq.DelMasq(m) }); err != nil {
+			if err := inNS(t, tp.Host, func() error { return mq.DelMasq(m) }); err != nil {
 				t.Fatalf("DelMasq: %v", err)
 			}
-			if err := inNS(t, tp.host, func() error { return mq.GCMasq("n", nil) }); err != nil {
+			if err := inNS(t, tp.Host, func() error { return mq.GCMasq("n", nil) }); err != nil {
 				t.Fatalf("GCMasq: %v", err)
 			}
 			if backend == firewall.NFTables {
-				if rs := tp.host.MustExec(t, "nft", "list", "ruleset"); strings.TrimSpace(rs) != "" {
+				if rs := tp.Host.MustExec(t, "nft", "list", "ruleset"); strings.TrimSpace(rs) != "" {
 					t.Errorf("ruleset after DEL without ADD: got %q, want empty", rs)
 				}
 			}

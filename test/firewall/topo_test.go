@@ -16,7 +16,8 @@ import (
 // outside has no route back to 10.88.0.0/16, so a container's connection
 // to it only completes when the host masquerades it.
 type topo struct {
-	host, ctr, ctr2, out *nstest.NS
+	*nstest.Env
+	ctr, ctr2, out *nstest.NS
 }
 
 const (
@@ -29,27 +30,26 @@ const (
 
 func newTopo(t *testing.T) *topo {
 	t.Helper()
-	nstest.RequireRoot(t)
 	tp := &topo{
-		host: nstest.NewNS(t, "host"),
+		Env:  nstest.NewEnv(t),
 		ctr:  nstest.NewNS(t, "ctr"),
 		ctr2: nstest.NewNS(t, "ctr2"),
 		out:  nstest.NewNS(t, "out"),
 	}
-	tp.host.MustExec(t, "ip", "link", "add", "br0", "type", "bridge")
-	tp.host.MustExec(t, "ip", "addr", "add", hostCtrIP+"/16", "dev", "br0")
-	tp.host.MustExec(t, "ip", "link", "set", "br0", "up")
+	tp.Host.MustExec(t, "ip", "link", "add", "br0", "type", "bridge")
+	tp.Host.MustExec(t, "ip", "addr", "add", hostCtrIP+"/16", "dev", "br0")
+	tp.Host.MustExec(t, "ip", "link", "set", "br0", "up")
 	for i, c := range []struct {
 		ns *nstest.NS
 		ip string
 	}{{tp.ctr, ctrIP}, {tp.ctr2, ctr2IP}} {
 		hostIf := []string{"vc1", "vc2"}[i]
-		nstest.Veth(t, tp.host, hostIf, "", c.ns, "eth0", c.ip+"/16")
-		tp.host.MustExec(t, "ip", "link", "set", hostIf, "master", "br0")
+		nstest.Veth(t, tp.Host, hostIf, "", c.ns, "eth0", c.ip+"/16")
+		tp.Host.MustExec(t, "ip", "link", "set", hostIf, "master", "br0")
 		c.ns.MustExec(t, "ip", "route", "add", "default", "via", hostCtrIP)
 	}
-	nstest.Veth(t, tp.host, "up0", hostOutIP+"/24", tp.out, "eth0", outIP+"/24")
-	tp.host.MustExec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	nstest.Veth(t, tp.Host, "up0", hostOutIP+"/24", tp.out, "eth0", outIP+"/24")
+	tp.Host.MustExec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	return tp
 }
 

@@ -20,21 +20,16 @@ func TestMain(m *testing.M) { nstest.Main(m) }
 // namespace behind a veth (10.99.0.2, reached through the host's 10.99.0.1)
 // standing in for the rest of the network.
 type world struct {
-	t       *testing.T
-	host    *nstest.NS
-	out     *nstest.NS
-	r       *nstest.Runtime
-	dataDir string
+	*nstest.Env
+	out *nstest.NS
 }
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	nstest.RequireRoot(t)
-	w := &world{t: t, host: nstest.NewNS(t, "host"), out: nstest.NewNS(t, "out"), dataDir: t.TempDir()}
-	nstest.Veth(t, w.host, "up0", "10.99.0.1/24", w.out, "eth0", "10.99.0.2/24")
+	w := &world{Env: nstest.NewEnv(t), out: nstest.NewNS(t, "out")}
+	nstest.Veth(t, w.Host, "up0", "10.99.0.1/24", w.out, "eth0", "10.99.0.2/24")
 	w.out.MustExec(t, "ip", "route", "add", "10.20.0.0/16", "via", "10.99.0.1")
-	w.host.MustExec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	w.r = nstest.NewRuntime(t, w.host)
+	w.Host.MustExec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	return w
 }
 
@@ -45,13 +40,13 @@ type network struct {
 }
 
 func (w *world) network(name string, octet int, fw string) *network {
-	w.t.Helper()
+	w.T.Helper()
 	n := &network{name: name, bridge: nstest.UniqueName("br"), gw: fmt.Sprintf("10.20.%d.1", octet)}
 	raw := fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"plugins":[
 		{"type":"bridge","bridge":%q,"isGateway":true,
 		 "ipam":{"type":"host-local","ranges":[[{"subnet":"10.20.%d.0/24"}]],"routes":[{"dst":"0.0.0.0/0"}]}},
 		{"type":"firewall"%s}]}`, name, n.bridge, octet, fw)
-	n.list = nstest.Conflist(w.t, []byte(raw), nstest.DataDir(w.dataDir))
+	n.list = nstest.Conflist(w.T, []byte(raw), nstest.DataDir(w.DataDir))
 	return n
 }
 
@@ -63,20 +58,20 @@ type container struct {
 }
 
 func (w *world) attach(n *network, label string) *container {
-	w.t.Helper()
-	c := &container{ns: nstest.NewNS(w.t, label)}
+	w.T.Helper()
+	c := &container{ns: nstest.NewNS(w.T, label)}
 	c.rt = nstest.Attachment("ctr-"+label, c.ns, "eth0")
-	res, err := w.r.Add(context.Background(), n.list, c.rt)
+	res, err := w.RT.Add(context.Background(), n.list, c.rt)
 	if err != nil {
-		w.t.Fatalf("ADD %s to %s: %v", label, n.name, err)
+		w.T.Fatalf("ADD %s to %s: %v", label, n.name, err)
 	}
-	w.t.Cleanup(func() {
-		if err := w.r.Del(context.Background(), n.list, c.rt); err != nil {
-			w.t.Errorf("DEL %s: %v", label, err)
+	w.T.Cleanup(func() {
+		if err := w.RT.Del(context.Background(), n.list, c.rt); err != nil {
+			w.T.Errorf("DEL %s: %v", label, err)
 		}
 	})
 	if len(res.IPs) == 0 {
-		w.t.Fatalf("ADD %s: no IP in result", label)
+		w.T.Fatalf("ADD %s: no IP in result", label)
 	}
 	c.ip = res.IPs[0].Address.IP.String()
 	return c
@@ -107,7 +102,7 @@ type reach struct {
 
 func nft(t *testing.T, w *world, args ...string) string {
 	t.Helper()
-	return w.host.MustExec(t, append([]string{"nft"}, args...)...)
+	return w.Host.MustExec(t, append([]string{"nft"}, args...)...)
 }
 
 // TestOpen: with the default policy nothing is isolated (the baseline that
@@ -171,9 +166,9 @@ func TestIsolated(t *testing.T) {
 	})
 
 	// A published port: the host DNATs 10.99.0.1:8080 to a2:8080.
-	w.host.MustExec(t, "nft", "add table ip pub; add chain ip pub pre { type nat hook prerouting priority dstnat; }; "+
+	w.Host.MustExec(t, "nft", "add table ip pub; add chain ip pub pre { type nat hook prerouting priority dstnat; }; "+
 		"add rule ip pub pre tcp dport 8080 dnat to "+a2.ip+":8080")
-	t.Cleanup(func() { _, _ = w.host.Exec("nft", "delete", "table", "ip", "pub") })
+	t.Cleanup(func() { _, _ = w.Host.Exec("nft", "delete", "table", "ip", "pub") })
 	a2.ns.Start(t, "nc", "-k", "-l", "8080")
 	// The listener starts asynchronously: retry the first connection a
 	// few times (nc -z: connect and close).
@@ -196,7 +191,7 @@ func TestIsolated(t *testing.T) {
 // namespaces.
 func TestIsolatedIPTables(t *testing.T) {
 	w := newWorld(t)
-	if out, _ := w.host.Exec("sysctl", "-n", "net.bridge.bridge-nf-call-iptables"); strings.TrimSpace(out) != "1" {
+	if out, _ := w.Host.Exec("sysctl", "-n", "net.bridge.bridge-nf-call-iptables"); strings.TrimSpace(out) != "1" {
 		t.Fatalf("br_netfilter: bridge-nf-call-iptables is %q in the host namespace, want 1", strings.TrimSpace(out))
 	}
 	a := w.network("neta", 1, `,"backend":"iptables","ingressPolicy":"isolated"`)

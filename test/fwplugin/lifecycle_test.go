@@ -22,17 +22,17 @@ func TestCheckDelGC(t *testing.T) {
 	allow := func() string { return nft(t, w, "list", "set", "inet", "berth", "fw-allow4") }
 	icc := func() string { return nft(t, w, "list", "set", "bridge", "berth", "fw-icc-off") }
 
-	if err := w.r.Check(ctx, a.list, a1.rt); err != nil {
+	if err := w.RT.Check(ctx, a.list, a1.rt); err != nil {
 		t.Fatalf("CHECK after ADD: %v", err)
 	}
-	w.host.MustExec(t, "nft", "delete element inet berth fw-allow4 { "+a1.ip+" }")
-	if err := w.r.Check(ctx, a.list, a1.rt); err == nil || !strings.Contains(err.Error(), "fw-allow4") {
+	w.Host.MustExec(t, "nft", "delete element inet berth fw-allow4 { "+a1.ip+" }")
+	if err := w.RT.Check(ctx, a.list, a1.rt); err == nil || !strings.Contains(err.Error(), "fw-allow4") {
 		t.Errorf("CHECK with a1's element removed by hand: got %v, want an error naming fw-allow4", err)
 	}
 
 	// GC keeping only a1: a2's entries go, a1's stay (a1's IP was removed
 	// by hand above, its port must remain).
-	if err := w.r.GC(ctx, a.list, a1.rt); err != nil {
+	if err := w.RT.GC(ctx, a.list, a1.rt); err != nil {
 		t.Fatalf("GC: %v", err)
 	}
 	if s := allow(); strings.Contains(s, a2.ip) {
@@ -45,7 +45,7 @@ func TestCheckDelGC(t *testing.T) {
 	// DEL without prevResult (a runtime that lost its cache): the
 	// attachment's elements are found by their tag.
 	fwOnly := nstest.Conflist(t, []byte(`{"cniVersion":"1.1.0","name":"neta","plugins":[{"type":"firewall","ingressPolicy":"isolated"}]}`))
-	fresh := nstest.NewRuntime(t, w.host)
+	fresh := nstest.NewRuntime(t, w.Host)
 	for i := 0; i < 2; i++ {
 		if err := fresh.Del(ctx, fwOnly, a1.rt); err != nil {
 			t.Fatalf("DEL #%d without prevResult: %v", i+1, err)
@@ -61,7 +61,7 @@ func TestCheckDelGC(t *testing.T) {
 		t.Fatalf("fw-allow4 after re-ADD: got %s, want %s", s, a2.ip)
 	}
 	for i := 0; i < 2; i++ {
-		if err := w.r.Del(ctx, a.list, a2.rt); err != nil {
+		if err := w.RT.Del(ctx, a.list, a2.rt); err != nil {
 			t.Fatalf("DEL #%d: %v", i+1, err)
 		}
 	}
@@ -74,10 +74,10 @@ func TestCheckDelGC(t *testing.T) {
 }
 
 func (w *world) attachAgain(n *network, c *container) {
-	w.t.Helper()
-	res, err := w.r.Add(context.Background(), n.list, c.rt)
+	w.T.Helper()
+	res, err := w.RT.Add(context.Background(), n.list, c.rt)
 	if err != nil {
-		w.t.Fatalf("re-ADD: %v", err)
+		w.T.Fatalf("re-ADD: %v", err)
 	}
 	// GC released the old reservation: the address may be new.
 	c.ip = res.IPs[0].Address.IP.String()
@@ -86,9 +86,8 @@ func (w *world) attachAgain(n *network, c *container) {
 // TestDelNothing: DEL without ADD, without netns, on a namespace with no
 // berth table at all.
 func TestDelNothing(t *testing.T) {
-	nstest.RequireRoot(t)
-	host := nstest.NewNS(t, "host")
-	r := nstest.NewRuntime(t, host)
+	e := nstest.NewEnv(t)
+	host, r := e.Host, e.RT
 	for _, backend := range []string{"nftables", "iptables"} {
 		list := nstest.Conflist(t, []byte(fmt.Sprintf(`{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"firewall","backend":%q}]}`, backend)))
 		rt := nstest.Attachment("never-added", host, "eth0")
@@ -105,10 +104,9 @@ func TestDelNothing(t *testing.T) {
 }
 
 func TestBadConfig(t *testing.T) {
-	nstest.RequireRoot(t)
-	host := nstest.NewNS(t, "host")
+	e := nstest.NewEnv(t)
+	host, r := e.Host, e.RT
 	c := nstest.NewNS(t, "ctr")
-	r := nstest.NewRuntime(t, host)
 	prev := `{"cniVersion":"1.0.0","interfaces":[{"name":"br0"},{"name":"veth1"},{"name":"eth0","sandbox":"` + c.Path + `"}],` +
 		`"ips":[{"address":"10.30.0.2/24","interface":2}]}`
 	noVeth := `{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"` + c.Path + `"}],"ips":[{"address":"10.30.0.2/24","interface":0}]}`

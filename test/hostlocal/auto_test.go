@@ -22,8 +22,8 @@ func TestAutoSubnet(t *testing.T) {
 	ctx := context.Background()
 	// 172.17.0.0/16 is on a host link; 172.18.0.0/16 is only routed.
 	peer := nstest.NewNS(t, "peer")
-	nstest.Veth(t, e.host, "h0", "172.17.0.1/16", peer, "p0", "172.17.0.2/16")
-	e.host.MustExec(t, "ip", "route", "add", "172.18.0.0/16", "via", "172.17.0.2")
+	nstest.Veth(t, e.Host, "h0", "172.17.0.1/16", peer, "p0", "172.17.0.2/16")
+	e.Host.MustExec(t, "ip", "route", "add", "172.18.0.0/16", "via", "172.17.0.2")
 
 	auto := `{"type":"host-local","ranges":[[{"subnet":"auto"}]]}`
 	nA, nB, nC := e.list("1.1.0", "nA", auto), e.list("1.1.0", "nB", auto), e.list("1.1.0", "nC", auto)
@@ -34,9 +34,9 @@ func TestAutoSubnet(t *testing.T) {
 		}
 	}
 	step("nA first ADD", ips(e.mustAdd(nA, e.att("a1"))), "172.19.0.2/16 gw 172.19.0.1")
-	// nB's first attachment comes from a runtime whose cache e.rt does not
+	// nB's first attachment comes from a runtime whose cache e.RT does not
 	// share, so that the GC below is the plugin's, not a libcni DEL.
-	other := nstest.NewRuntime(t, e.host)
+	other := nstest.NewRuntime(t, e.Host)
 	res, err := other.Add(ctx, nB, e.att("b1"))
 	if err != nil {
 		t.Fatal(err)
@@ -44,9 +44,9 @@ func TestAutoSubnet(t *testing.T) {
 	step("nB first ADD", ips(res), "172.20.0.2/16 gw 172.20.0.1")
 	// A bridge for nA would now route 172.19.0.0/16 on the host: nA keeps
 	// its subnet all the same.
-	e.host.MustExec(t, "ip", "route", "add", "172.19.0.0/16", "via", "172.17.0.2")
+	e.Host.MustExec(t, "ip", "route", "add", "172.19.0.0/16", "via", "172.17.0.2")
 	step("nA second ADD", ips(e.mustAdd(nA, e.att("a2"))), "172.19.0.3/16 gw 172.19.0.1")
-	e.host.MustExec(t, "ip", "route", "del", "172.19.0.0/16")
+	e.Host.MustExec(t, "ip", "route", "del", "172.19.0.0/16")
 
 	// The last DEL gives nA's subnet back; nC gets it.
 	e.mustDel(nA, e.att("a1"))
@@ -54,7 +54,7 @@ func TestAutoSubnet(t *testing.T) {
 	step("nC ADD after nA emptied", ips(e.mustAdd(nC, e.att("c1"))), "172.19.0.2/16 gw 172.19.0.1")
 
 	// GC emptying nB gives its subnet back too.
-	if err := e.rt.GC(ctx, nB); err != nil {
+	if err := e.RT.GC(ctx, nB); err != nil {
 		t.Fatalf("GC: %v", err)
 	}
 	step("nA ADD after nB collected", ips(e.mustAdd(nA, e.att("a3"))), "172.20.0.2/16 gw 172.20.0.1")
@@ -64,7 +64,7 @@ func TestAutoSubnet(t *testing.T) {
 func TestAutoSubnetExhausted(t *testing.T) {
 	e := newEnv(t)
 	peer := nstest.NewNS(t, "peer")
-	nstest.Veth(t, e.host, "h0", "10.99.0.1/24", peer, "p0", "10.99.0.2/24")
+	nstest.Veth(t, e.Host, "h0", "10.99.0.1/24", peer, "p0", "10.99.0.2/24")
 	ipam := `{"type":"host-local","ranges":[[{"subnet":"auto"}]],"subnetPools":[{"base":"10.99.0.0/23","size":24}]}`
 	if got := ips(e.mustAdd(e.list("1.0.0", "nX", ipam), e.att("x1"))); got != "10.99.1.2/24 gw 10.99.1.1" {
 		t.Fatalf("nX: got %s, want 10.99.1.2/24 gw 10.99.1.1", got)

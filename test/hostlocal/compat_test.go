@@ -63,10 +63,10 @@ func TestReferenceLayout(t *testing.T) {
 func TestReferenceInterop(t *testing.T) {
 	e := newEnv(t)
 	// Only the reference's directory on the path, so "host-local" is it.
-	ref := &nstest.Runtime{Runtime: sandbox.NewRuntime(e.host.NS, t.TempDir(), nstest.BuildReference(t, "ipam/host-local")), Host: e.host}
+	ref := &nstest.Runtime{Runtime: sandbox.NewRuntime(e.Host.NS, t.TempDir(), nstest.BuildReference(t, "ipam/host-local")), Host: e.Host}
 	l := e.list("1.0.0", "net1", `{"type":"host-local","ranges":[[{"subnet":"10.1.0.0/24"}],[{"subnet":"fd00:9::/64"}]]}`)
 	ctx := context.Background()
-	runtimes := map[string]*nstest.Runtime{"berth": e.rt, "ref": ref}
+	runtimes := map[string]*nstest.Runtime{"berth": e.RT, "ref": ref}
 
 	// Alternating: each sees the other's reservations (berth's index must
 	// notice the reference's files).

@@ -22,61 +22,56 @@ import (
 // env is one test's private host namespace, container namespace, libcni
 // runtime and data directory.
 type env struct {
-	t    testing.TB
-	host *nstest.NS
-	ctr  *nstest.NS
-	rt   *nstest.Runtime
-	data string
+	*nstest.Env
+	ctr *nstest.NS
 }
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	nstest.RequireRoot(t)
-	host := nstest.NewNS(t, "host")
-	return &env{t: t, host: host, ctr: nstest.NewNS(t, "ctr"), rt: nstest.NewRuntime(t, host), data: t.TempDir()}
+	return &env{Env: nstest.NewEnv(t), ctr: nstest.NewNS(t, "ctr")}
 }
 
 // list is a one-plugin conflist running host-local with the given ipam
 // object (its dataDir pointed into the test's directory).
 func (e *env) list(ver, name, ipam string) *libcni.NetworkConfigList {
-	e.t.Helper()
+	e.T.Helper()
 	raw := fmt.Sprintf(`{"cniVersion":%q,"name":%q,"plugins":[{"type":"host-local","capabilities":{"ips":true},"ipam":%s}]}`, ver, name, ipam)
-	return nstest.Conflist(e.t, []byte(raw), nstest.DataDir(e.data))
+	return nstest.Conflist(e.T, []byte(raw), nstest.DataDir(e.DataDir))
 }
 
-func (e *env) netDir(name string) string { return filepath.Join(e.data, "networks", name) }
+func (e *env) netDir(name string) string { return filepath.Join(e.DataDir, "networks", name) }
 
 func (e *env) att(id string) *libcni.RuntimeConf { return nstest.Attachment(id, e.ctr, "eth0") }
 
 func (e *env) add(l *libcni.NetworkConfigList, rc *libcni.RuntimeConf) (*current.Result, error) {
-	return e.rt.Add(context.Background(), l, rc)
+	return e.RT.Add(context.Background(), l, rc)
 }
 
 func (e *env) mustAdd(l *libcni.NetworkConfigList, rc *libcni.RuntimeConf) *current.Result {
-	e.t.Helper()
+	e.T.Helper()
 	res, err := e.add(l, rc)
 	if err != nil {
-		e.t.Fatalf("ADD %s: %v", rc.ContainerID, err)
+		e.T.Fatalf("ADD %s: %v", rc.ContainerID, err)
 	}
 	return res
 }
 
 func (e *env) mustDel(l *libcni.NetworkConfigList, rc *libcni.RuntimeConf) {
-	e.t.Helper()
-	if err := e.rt.Del(context.Background(), l, rc); err != nil {
-		e.t.Fatalf("DEL %s: %v", rc.ContainerID, err)
+	e.T.Helper()
+	if err := e.RT.Del(context.Background(), l, rc); err != nil {
+		e.T.Fatalf("DEL %s: %v", rc.ContainerID, err)
 	}
 }
 
 // reservations lists the network's reservation files as "ip=content".
 func (e *env) reservations(name string) string {
-	e.t.Helper()
+	e.T.Helper()
 	ents, err := os.ReadDir(e.netDir(name))
 	if errors.Is(err, os.ErrNotExist) {
 		return ""
 	}
 	if err != nil {
-		e.t.Fatal(err)
+		e.T.Fatal(err)
 	}
 	var out []string
 	for _, ent := range ents {
@@ -85,7 +80,7 @@ func (e *env) reservations(name string) string {
 		}
 		b, err := os.ReadFile(filepath.Join(e.netDir(name), ent.Name()))
 		if err != nil {
-			e.t.Fatal(err)
+			e.T.Fatal(err)
 		}
 		out = append(out, ent.Name()+"="+strings.ReplaceAll(string(b), "\r\n", `\r\n`))
 	}
@@ -146,7 +141,7 @@ func TestAddCheckDel(t *testing.T) {
 					t.Fatalf("files: got %s, want %s", got, tt.files)
 				}
 				if ver != "0.3.1" { // CHECK exists since 0.4.0
-					if err := e.rt.Check(context.Background(), l, rc); err != nil {
+					if err := e.RT.Check(context.Background(), l, rc); err != nil {
 						t.Fatalf("CHECK: %v", err)
 					}
 				}
@@ -169,7 +164,7 @@ func TestCheckFailsWithoutReservation(t *testing.T) {
 	if err := os.Remove(filepath.Join(e.netDir("net1"), "10.1.0.2")); err != nil {
 		t.Fatal(err)
 	}
-	err := e.rt.Check(context.Background(), l, rc)
+	err := e.RT.Check(context.Background(), l, rc)
 	if ce := cniErr(t, err); ce.Code != cni.CodeUnknownContainer || !strings.Contains(ce.Msg, "10.1.0.2 is not reserved for c1/eth0") {
 		t.Fatalf("got %d %q, want code 3 naming the address", ce.Code, ce.Msg)
 	}
@@ -189,7 +184,7 @@ func TestRequestedIPs(t *testing.T) {
 		}, "10.5.0.50/24 gw 10.5.0.1, fd00:5::50/64 gw fd00:5::1"},
 		{"args.cni.ips", func(e *env) (*libcni.NetworkConfigList, *libcni.RuntimeConf) {
 			raw := `{"cniVersion":"1.0.0","name":"net1","plugins":[{"type":"host-local","args":{"cni":{"ips":["10.5.0.60"]}},"ipam":` + ipam + `}]}`
-			return nstest.Conflist(e.t, []byte(raw), nstest.DataDir(e.data)), e.att("c1")
+			return nstest.Conflist(e.T, []byte(raw), nstest.DataDir(e.DataDir)), e.att("c1")
 		}, "10.5.0.60/24 gw 10.5.0.1, fd00:5::2/64 gw fd00:5::1"},
 		{"runtimeConfig.ips", func(e *env) (*libcni.NetworkConfigList, *libcni.RuntimeConf) {
 			rc := e.att("c1")
@@ -274,11 +269,11 @@ func TestDelIdempotent(t *testing.T) {
 		l := e.list("1.0.0", "never-used", ipam)
 		for i := 0; i < 2; i++ {
 			// No prior ADD, no network directory, no netns.
-			if err := e.rt.Del(context.Background(), l, &libcni.RuntimeConf{ContainerID: "ghost", IfName: "eth0"}); err != nil {
+			if err := e.RT.Del(context.Background(), l, &libcni.RuntimeConf{ContainerID: "ghost", IfName: "eth0"}); err != nil {
 				t.Fatalf("DEL %d: %v", i, err)
 			}
 		}
-		if _, err := os.Stat(filepath.Join(e.data, "networks")); !errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(filepath.Join(e.DataDir, "networks")); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("DEL created the data directory: %v", err)
 		}
 	}
@@ -290,7 +285,7 @@ func TestGC(t *testing.T) {
 	e.mustAdd(l, e.att("keep1"))
 	// Attachments libcni's cache does not know (a runtime that lost its
 	// state): only the plugin's GC can release them.
-	other := nstest.NewRuntime(t, e.host)
+	other := nstest.NewRuntime(t, e.Host)
 	for _, id := range []string{"stale1", "stale2"} {
 		if _, err := other.Add(context.Background(), l, e.att(id)); err != nil {
 			t.Fatal(err)
@@ -299,7 +294,7 @@ func TestGC(t *testing.T) {
 	if _, err := other.Add(context.Background(), l, nstest.Attachment("keep2", e.ctr, "net0")); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.rt.GC(context.Background(), l, e.att("keep1"), nstest.Attachment("keep2", e.ctr, "net0")); err != nil {
+	if err := e.RT.GC(context.Background(), l, e.att("keep1"), nstest.Attachment("keep2", e.ctr, "net0")); err != nil {
 		t.Fatalf("GC: %v", err)
 	}
 	want := `10.1.0.2=keep1\r\neth0 10.1.0.5=keep2\r\nnet0 fd00:8::2=keep1\r\neth0 fd00:8::5=keep2\r\nnet0`
@@ -319,7 +314,7 @@ func TestGC(t *testing.T) {
 func TestStatus(t *testing.T) {
 	e := newEnv(t)
 	ok := e.list("1.1.0", "net1", `{"type":"host-local","subnet":"10.1.0.0/24"}`)
-	if err := e.rt.Status(context.Background(), ok); err != nil {
+	if err := e.RT.Status(context.Background(), ok); err != nil {
 		t.Fatalf("STATUS: %v", err)
 	}
 	// dataDir below a regular file cannot be created.
@@ -329,7 +324,7 @@ func TestStatus(t *testing.T) {
 	}
 	raw := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"net1","plugins":[{"type":"host-local","ipam":{"type":"host-local","subnet":"10.1.0.0/24","dataDir":%q}}]}`, filepath.Join(file, "networks"))
 	bad := nstest.Conflist(t, []byte(raw))
-	err := e.rt.Status(context.Background(), bad)
+	err := e.RT.Status(context.Background(), bad)
 	if ce := cniErr(t, err); ce.Code != cni.CodePluginNotAvailable || !strings.Contains(ce.Msg, "host-local: store "+filepath.Join(file, "networks", "net1")+" is not usable") {
 		t.Fatalf("got %d %q, want code 50 naming the store", ce.Code, ce.Msg)
 	}

@@ -77,13 +77,12 @@ func TestAddDelEveryVersion(t *testing.T) {
 	for _, v := range versions {
 		t.Run(v, func(t *testing.T) {
 			ctx := context.Background()
-			host := nstest.NewNS(t, "host")
+			r := nstest.NewEnv(t).RT
 			c := nstest.NewNS(t, "ctr")
 			setLoDown(t, c)
 			if err := pingLo(c); err == nil {
 				t.Fatal("ping 127.0.0.1 worked with lo down: the test could not tell")
 			}
-			r := nstest.NewRuntime(t, host)
 			list := conflist(t, v)
 			rt := nstest.Attachment("ctr1", c, "lo")
 
@@ -175,10 +174,8 @@ func contains(list []string, s string) bool {
 }
 
 func TestDelWithoutNetNS(t *testing.T) {
-	nstest.RequireRoot(t)
 	ctx := context.Background()
-	host := nstest.NewNS(t, "host")
-	r := nstest.NewRuntime(t, host)
+	r := nstest.NewEnv(t).RT
 	list := conflist(t, "1.0.0")
 	tests := []struct {
 		name  string
@@ -202,11 +199,10 @@ func TestDelWithoutNetNS(t *testing.T) {
 // TestChained checks that loopback after another plugin prints that
 // plugin's result unchanged, and still brings lo up.
 func TestChained(t *testing.T) {
-	nstest.RequireRoot(t)
-	host := nstest.NewNS(t, "host")
+	e := nstest.NewEnv(t)
+	host, r := e.Host, e.RT
 	c := nstest.NewNS(t, "ctr")
 	setLoDown(t, c)
-	r := nstest.NewRuntime(t, host)
 	prev := `{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","mac":"02:00:00:00:00:01","sandbox":"` + c.Path + `"}],` +
 		`"ips":[{"address":"10.9.0.2/24","gateway":"10.9.0.1","interface":0}]}`
 	raw := `{"cniVersion":"1.0.0","name":"chain","type":"loopback","prevResult":` + prev + `}`
@@ -238,11 +234,9 @@ func TestChained(t *testing.T) {
 }
 
 func TestBadConfig(t *testing.T) {
-	nstest.RequireRoot(t)
 	ctx := context.Background()
-	host := nstest.NewNS(t, "host")
+	r := nstest.NewEnv(t).RT
 	c := nstest.NewNS(t, "ctr")
-	r := nstest.NewRuntime(t, host)
 	tests := []struct {
 		name     string
 		raw      string

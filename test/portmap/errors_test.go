@@ -25,7 +25,7 @@ func TestPortmapAlone(t *testing.T) {
 				t.Fatal(err)
 			}
 			c := e.newContainer(t, "lonely", mapping{8080, 80, "tcp", ""})
-			_, err = e.rt.Add(context.Background(), list, c.rc)
+			_, err = e.RT.Add(context.Background(), list, c.rc)
 			var ce *types.Error
 			if !errors.As(err, &ce) || ce.Code != cni.CodeInvalidConfig || !strings.Contains(ce.Msg, "prevResult") {
 				t.Fatalf("ADD without prevResult: got %v, want code 7 naming prevResult", err)
@@ -33,12 +33,12 @@ func TestPortmapAlone(t *testing.T) {
 			noNS := nstest.Attachment("never-added", c.ns, "eth0")
 			noNS.NetNS = ""
 			for i := 0; i < 2; i++ {
-				if err := e.rt.Del(context.Background(), list, noNS); err != nil {
+				if err := e.RT.Del(context.Background(), list, noNS); err != nil {
 					t.Fatalf("DEL #%d without ADD or netns: %v", i, err)
 				}
 			}
 			if backend == "nftables" {
-				if rs := e.host.MustExec(t, "nft", "list", "ruleset"); strings.TrimSpace(rs) != "" {
+				if rs := e.Host.MustExec(t, "nft", "list", "ruleset"); strings.TrimSpace(rs) != "" {
 					t.Errorf("ruleset after DEL without ADD: got %q, want empty", rs)
 				}
 			}
@@ -57,8 +57,8 @@ func TestBadMapping(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Code != cni.CodeInvalidConfig || !strings.Contains(ce.Msg, `protocol "icmp"`) {
 		t.Fatalf("ADD with protocol icmp: got %v, want code 7 naming it", err)
 	}
-	_ = e.rt.Del(context.Background(), list, c.rc)
-	if out, _ := e.host.Exec("nft", "list", "map", "inet", "berth", "ports4"); strings.Contains(out, "8080") {
+	_ = e.RT.Del(context.Background(), list, c.rc)
+	if out, _ := e.Host.Exec("nft", "list", "map", "inet", "berth", "ports4"); strings.Contains(out, "8080") {
 		t.Errorf("mapping left after failed ADD:\n%s", out)
 	}
 }

@@ -6,9 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
@@ -28,35 +25,22 @@ const (
 // env is a private host namespace running the plugins, linked to an
 // outside namespace on 192.0.2.0/24.
 type env struct {
-	host, out *nstest.NS
-	rt        *nstest.Runtime
-	dir       string
+	*nstest.Env
+	out *nstest.NS
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	nstest.RequireRoot(t)
-	e := &env{host: nstest.NewNS(t, "host"), out: nstest.NewNS(t, "out"), dir: t.TempDir()}
-	nstest.Veth(t, e.host, "up0", hostOutIP+"/24", e.out, "eth0", outIP+"/24")
-	e.host.MustExec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	e.rt = nstest.NewRuntime(t, e.host)
+	e := &env{Env: nstest.NewEnv(t), out: nstest.NewNS(t, "out")}
+	nstest.Veth(t, e.Host, "up0", hostOutIP+"/24", e.out, "eth0", outIP+"/24")
+	e.Host.MustExec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	return e
-}
-
-func example(t *testing.T, name string) []byte {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	b, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "conf-examples", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // list is the docker-bridge-ports example with per-test state and the
 // given portmap backend.
 func (e *env) list(t *testing.T, backend string) *libcni.NetworkConfigList {
-	return nstest.Conflist(t, example(t, "docker-bridge-ports.conflist"), nstest.DataDir(e.dir), setPortmapBackend(backend))
+	return nstest.Conflist(t, nstest.Example(t, "docker-bridge-ports.conflist"), nstest.DataDir(e.DataDir), setPortmapBackend(backend))
 }
 
 type mapping struct {
@@ -86,13 +70,13 @@ func (e *env) newContainer(t *testing.T, id string, maps ...mapping) *container 
 
 func (e *env) add(t *testing.T, list *libcni.NetworkConfigList, c *container) error {
 	t.Helper()
-	res, err := e.rt.Add(context.Background(), list, c.rc)
+	res, err := e.RT.Add(context.Background(), list, c.rc)
 	if err != nil {
 		return err
 	}
 	c.res = res
 	c.ip = res.IPs[0].Address.IP.String()
-	t.Cleanup(func() { _ = e.rt.Del(context.Background(), list, c.rc) })
+	t.Cleanup(func() { _ = e.RT.Del(context.Background(), list, c.rc) })
 	return nil
 }
 

@@ -20,9 +20,9 @@ func TestPublishedPortsIPv6(t *testing.T) {
 			e := newEnv(t)
 			// nodad: the addresses are ours alone, and a tentative address
 			// would refuse the first connections.
-			e.host.MustExec(t, "ip", "addr", "add", hostOutIP6+"/64", "dev", "up0", "nodad")
+			e.Host.MustExec(t, "ip", "addr", "add", hostOutIP6+"/64", "dev", "up0", "nodad")
 			e.out.MustExec(t, "ip", "addr", "add", outIP6+"/64", "dev", "eth0", "nodad")
-			list := nstest.Conflist(t, example(t, "containerd-default.conflist"), nstest.DataDir(e.dir), setPortmapBackend(backend))
+			list := nstest.Conflist(t, nstest.Example(t, "containerd-default.conflist"), nstest.DataDir(e.DataDir), setPortmapBackend(backend))
 			c := e.newContainer(t, "v6-"+backend,
 				mapping{HostPort: 8080, ContainerPort: 80, Protocol: "tcp"},
 				mapping{HostPort: 8081, ContainerPort: 80, Protocol: "tcp", HostIP: hostOutIP6},

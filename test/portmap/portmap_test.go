@@ -44,8 +44,8 @@ func TestPublishedPorts(t *testing.T) {
 			hello := "hello from web"
 
 			wantHTTP(t, "outside via host address", e.out, "http://"+hostOutIP+":8080/", hello)
-			wantHTTP(t, "host via 127.0.0.1", e.host, "http://127.0.0.1:8080/", hello)
-			wantHTTP(t, "host via its own address", e.host, "http://"+hostOutIP+":8080/", hello)
+			wantHTTP(t, "host via 127.0.0.1", e.Host, "http://127.0.0.1:8080/", hello)
+			wantHTTP(t, "host via its own address", e.Host, "http://"+hostOutIP+":8080/", hello)
 			wantHTTP(t, "other container via bridge address (hairpin)", other.ns, "http://"+bridgeGW+":8080/", hello)
 			wantHTTP(t, "other container via host address", other.ns, "http://"+hostOutIP+":8080/", hello)
 			wantHTTP(t, "container itself via host address", web.ns, "http://"+hostOutIP+":8080/", hello)
@@ -63,7 +63,7 @@ func TestPublishedPorts(t *testing.T) {
 				t.Errorf("UDP: got %q, %v; want %q", got, err, "pong web")
 			}
 
-			if err := e.rt.Check(ctx, list, web.rc); err != nil {
+			if err := e.RT.Check(ctx, list, web.rc); err != nil {
 				t.Errorf("CHECK web: %v", err)
 			}
 
@@ -75,24 +75,24 @@ func TestPublishedPorts(t *testing.T) {
 			if !errors.As(err, &ce) || ce.Code != cni.CodeConflict || !strings.Contains(ce.Msg, "8080/tcp") || !strings.Contains(ce.Msg, "web") {
 				t.Errorf("ADD of a second 8080/tcp: got %v, want code %d naming 8080/tcp and web", err, cni.CodeConflict)
 			}
-			if err := e.rt.Del(ctx, list, thief.rc); err != nil { // as containerd does after a failed ADD
+			if err := e.RT.Del(ctx, list, thief.rc); err != nil { // as containerd does after a failed ADD
 				t.Errorf("DEL after failed ADD: %v", err)
 			}
 			wantHTTP(t, "first container after the conflict", e.out, "http://"+hostOutIP+":8080/", hello)
-			if err := e.rt.Check(ctx, list, web.rc); err != nil {
+			if err := e.RT.Check(ctx, list, web.rc); err != nil {
 				t.Errorf("CHECK web after the conflict: %v", err)
 			}
 
 			// GC with web still valid keeps it; without, removes it.
-			if err := e.rt.GC(ctx, list, web.rc, other.rc); err != nil {
+			if err := e.RT.GC(ctx, list, web.rc, other.rc); err != nil {
 				t.Fatalf("GC: %v", err)
 			}
 			wantHTTP(t, "after GC keeping web", e.out, "http://"+hostOutIP+":8080/", hello)
 
-			if err := e.rt.Del(ctx, list, web.rc); err != nil {
+			if err := e.RT.Del(ctx, list, web.rc); err != nil {
 				t.Fatalf("DEL web: %v", err)
 			}
-			if err := e.rt.Del(ctx, list, web.rc); err != nil {
+			if err := e.RT.Del(ctx, list, web.rc); err != nil {
 				t.Fatalf("second DEL web: %v", err)
 			}
 			wantNoHTTP(t, "after DEL", e.out, "http://"+hostOutIP+":8080/")
@@ -110,14 +110,14 @@ func TestPublishedPorts(t *testing.T) {
 			}
 
 			// GC without web2 removes its mappings.
-			if err := e.rt.GC(ctx, list, other.rc); err != nil {
+			if err := e.RT.GC(ctx, list, other.rc); err != nil {
 				t.Fatalf("GC: %v", err)
 			}
 			wantNoHTTP(t, "after GC dropping web2", e.out, "http://"+hostOutIP+":8080/")
-			if err := e.rt.Check(ctx, list, web2.rc); err == nil {
+			if err := e.RT.Check(ctx, list, web2.rc); err == nil {
 				t.Errorf("CHECK web2 after GC: got nil, want an error")
 			}
-			if err := e.rt.Status(ctx, list); err != nil {
+			if err := e.RT.Status(ctx, list); err != nil {
 				t.Errorf("STATUS: %v", err)
 			}
 		})

@@ -30,19 +30,17 @@ func TestMain(m *testing.M) { nstest.Main(m) }
 // env is one host namespace and one container with eth0 (10.5.0.2/24)
 // veth-linked to the host's h0 (10.5.0.1/24).
 type env struct {
-	host, ctr *nstest.NS
-	r         *nstest.Runtime
-	dataDir   string
+	*nstest.Env
+	ctr       *nstest.NS
+	dataDir   string // tuning's
 	allowlist string
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	nstest.RequireRoot(t)
-	e := &env{host: nstest.NewNS(t, "host"), ctr: nstest.NewNS(t, "ctr")}
-	nstest.Veth(t, e.host, "h0", "10.5.0.1/24", e.ctr, "eth0", "10.5.0.2/24")
-	e.r = nstest.NewRuntime(t, e.host)
-	e.dataDir = filepath.Join(t.TempDir(), "tuning")
+	e := &env{Env: nstest.NewEnv(t), ctr: nstest.NewNS(t, "ctr")}
+	nstest.Veth(t, e.Host, "h0", "10.5.0.1/24", e.ctr, "eth0", "10.5.0.2/24")
+	e.dataDir = filepath.Join(e.DataDir, "tuning")
 	e.allowlist = filepath.Join(t.TempDir(), "allowlist.conf") // absent unless a test writes it
 	return e
 }
@@ -85,19 +83,19 @@ func (e *env) rt(id, ifName string) *libcni.RuntimeConf {
 }
 
 func (e *env) add(c *libcni.PluginConfig, rt *libcni.RuntimeConf) (res types.Result, err error) {
-	err = e.host.Do(func(ns.NetNS) error {
-		res, err = e.r.CNI.AddNetwork(context.Background(), c, rt)
+	err = e.Host.Do(func(ns.NetNS) error {
+		res, err = e.RT.CNI.AddNetwork(context.Background(), c, rt)
 		return err
 	})
 	return res, err
 }
 
 func (e *env) del(c *libcni.PluginConfig, rt *libcni.RuntimeConf) error {
-	return e.host.Do(func(ns.NetNS) error { return e.r.CNI.DelNetwork(context.Background(), c, rt) })
+	return e.Host.Do(func(ns.NetNS) error { return e.RT.CNI.DelNetwork(context.Background(), c, rt) })
 }
 
 func (e *env) check(c *libcni.PluginConfig, rt *libcni.RuntimeConf) error {
-	return e.host.Do(func(ns.NetNS) error { return e.r.CNI.CheckNetwork(context.Background(), c, rt) })
+	return e.Host.Do(func(ns.NetNS) error { return e.RT.CNI.CheckNetwork(context.Background(), c, rt) })
 }
 
 // linkState is what tuning can change on a link, read through netlink.
@@ -365,7 +363,7 @@ func TestDelIdempotent(t *testing.T) {
 
 	// Namespace removed after ADD: DEL succeeds and drops the backup.
 	gone := nstest.NewNS(t, "gone")
-	nstest.Veth(t, e.host, "h1", "", gone, "eth0", "")
+	nstest.Veth(t, e.Host, "h1", "", gone, "eth0", "")
 	rt := nstest.Attachment("ctr-later-gone", gone, "eth0")
 	if _, err := e.add(c, rt); err != nil {
 		t.Fatalf("ADD: %v", err)
@@ -389,7 +387,7 @@ func TestDelIdempotent(t *testing.T) {
 // network only.
 func TestGC(t *testing.T) {
 	e := newEnv(t)
-	nstest.Veth(t, e.host, "h1", "", e.ctr, "eth1", "")
+	nstest.Veth(t, e.Host, "h1", "", e.ctr, "eth1", "")
 	keep, drop := e.rt("ctr-keep", "eth0"), e.rt("ctr-drop", "eth1")
 	for _, rt := range []*libcni.RuntimeConf{keep, drop} {
 		if _, err := e.add(e.conf(t, "1.1.0", map[string]any{"mtu": 1400}), rt); err != nil {
@@ -403,7 +401,7 @@ func TestGC(t *testing.T) {
 		t.Fatalf("ADD other network: %v", err)
 	}
 	list := nstest.Conflist(t, []byte(fmt.Sprintf(`{"cniVersion":"1.1.0","name":"tun","plugins":[{"type":"tuning","dataDir":%q}]}`, e.dataDir)))
-	if err := e.r.GC(context.Background(), list, keep); err != nil {
+	if err := e.RT.GC(context.Background(), list, keep); err != nil {
 		t.Fatalf("GC: %v", err)
 	}
 	var got []string

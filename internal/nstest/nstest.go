@@ -3,7 +3,7 @@
 // and a libcni runtime that executes plugins inside a private "host"
 // namespace exactly as containerd would in the real one.
 //
-// Network safety (DESIGN.md): nothing here ever touches the machine's root
+// Network safety (ARCHITECTURE.md): nothing here ever touches the machine's root
 // namespace. Every namespace a test makes is removed by t.Cleanup.
 package nstest
 

@@ -1,8 +1,8 @@
 // Package firewall is berth's one place for packet filtering and NAT:
-// masquerade, isolation between networks, icc, port mappings and DNS
-// redirects. It has two backends behind one interface: nftables through
-// netlink (the default: one transaction per call, sets and maps so the cost
-// of a call does not grow with the number of containers) and iptables
+// masquerade, isolation between networks, icc and port mappings. It has
+// two backends behind one interface: nftables through netlink (the default:
+// one transaction per call, sets and maps so the cost of a call does not
+// grow with the number of containers) and iptables
 // (github.com/coreos/go-iptables) for hosts that need it.
 //
 // Every call acts on the network namespace of the calling thread: plugins

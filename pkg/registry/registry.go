@@ -1,7 +1,7 @@
 // Package registry records who is attached where: one Entry per container
 // interface on a network (container ID, ifname, netns, IPs, MAC, names,
-// aliases). The DNS sidecar answers from it, the overlay control plane
-// shares it between hosts.
+// aliases). The dnsname plugin writes it and its DNS sidecar answers from
+// it; with the etcd backend, the hosts of a network share its entries.
 //
 // Two backends implement Store: local files (the embedded default, under
 // /run/cni, written atomically and locked; this package) and etcd v3 for

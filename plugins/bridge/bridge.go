@@ -53,7 +53,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 			return err
 		}
 		ipam = res
-		undo = append(undo, func() { _ = ipd.Del() })
+		undo = append(undo, func() { cni.Undone(plugin, "releasing addresses", ipd.Del()) })
 		return nil
 	}
 	defer func() {
@@ -92,7 +92,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
 	}
-	undo = append(undo, func() { _ = link.DelLink(host, hostName) })
+	undo = append(undo, func() { cni.Undone(plugin, "deleting "+hostName, link.DelLink(host, hostName)) })
 	if conf.HairpinMode {
 		if err := host.LinkSetHairpin(hostVeth, true); err != nil {
 			return cni.Errorf(cni.CodeKernel, "%s: hairpin on %s: %v", plugin, hostName, err)
@@ -141,7 +141,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		if err := fw.AddMasq(m); err != nil {
 			return cni.Errorf(cni.CodeKernel, "%s: ipMasq: %v", plugin, err)
 		}
-		undo = append(undo, func() { _ = fw.DelMasq(m) })
+		undo = append(undo, func() { cni.Undone(plugin, "removing masquerade", fw.DelMasq(m)) })
 	}
 
 	result.Interfaces = []*current.Interface{

@@ -1,9 +1,9 @@
 package main
 
-// Glue between the registry and the DNS sidecar (pkg/nameserver/sidecar): the
-// plugin has the registry open, so it is the one that turns entries into
-// DNS records and sends them; the sidecar, a lean binary of its own, links
-// no registry backend (see the sidecar package for why).
+// Glue between the registry and the DNS sidecar (pkg/nameserver/sidecar):
+// the plugin has the registry open, so it is the one that turns entries
+// into DNS records and sends them; the sidecar opens no registry store (see
+// the sidecar package).
 
 import (
 	"context"

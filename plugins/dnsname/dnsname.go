@@ -292,8 +292,8 @@ func cmdAdd(args *skel.CmdArgs) error {
 		}
 		// Undo: forget the entry, and tell a running sidecar (which exits if
 		// that was its last name).
-		_ = store.Delete(context.Background(), e.Network, e.ContainerID, e.IfName)
-		_ = c.client(store).Notify(sidecar.Del(e.Network, registry.EntryName(e.ContainerID, e.IfName)), false)
+		cni.Undone(plugin, "unregistering", store.Delete(context.Background(), e.Network, e.ContainerID, e.IfName))
+		cni.Undone(plugin, "telling the dns server", c.client(store).Notify(sidecar.Del(e.Network, registry.EntryName(e.ContainerID, e.IfName)), false))
 	}()
 	if err := c.client(store).Notify(c.put(e), true); err != nil {
 		return cni.Wrap(cni.CodeTryAgain, err, "%s: dns server", plugin)

@@ -112,7 +112,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := iso.AddIsolation(a); err != nil {
 		// A half-applied ADD (iptables is many commands) is undone: the
 		// runtime will not call DEL for an ADD that failed.
-		_ = iso.DelIsolation(a)
+		cni.Undone(plugin, "removing rules", iso.DelIsolation(a))
 		return cni.Wrap(cni.CodeKernel, err, "%s: adding rules", plugin)
 	}
 	return cni.Print(prev, c.CNIVersion)

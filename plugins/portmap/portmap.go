@@ -81,7 +81,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	committed := false
 	defer func() {
 		if !committed {
-			_ = pm.DelPorts(p)
+			cni.Undone(plugin, "removing "+firewall.MappingsString(maps), pm.DelPorts(p))
 		}
 	}()
 	if err := firewall.FlushUDPConntrack(p); err != nil {

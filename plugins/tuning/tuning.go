@@ -119,11 +119,11 @@ func apply(c *Conf, netns, ifName, file string) error {
 		if committed {
 			return
 		}
-		_ = restore(now, ifName)
+		cni.Undone(plugin, "restoring "+ifName, restore(now, ifName))
 		if prior != nil {
-			_ = saveBackup(file, prior)
+			cni.Undone(plugin, "putting back the previous backup", saveBackup(file, prior))
 		} else {
-			_ = removeBackup(file)
+			cni.Undone(plugin, "removing the backup", removeBackup(file))
 		}
 	}()
 

@@ -28,8 +28,8 @@ import (
 //
 // The one exception is Podman's dnsname entry, which gets "upstreams":
 // unmodified, the DNS sidecar would forward to the resolver in the
-// machine's /etc/resolv.conf, which DESIGN.md's network-safety rules
-// forbid in tests. It is pointed at the outside namespace instead (nothing
+// machine's /etc/resolv.conf, which the network-safety rules
+// (ARCHITECTURE.md) forbid in tests. It is pointed at the outside namespace instead (nothing
 // listens there; only names of the network are asked).
 func TestRuntimeConfigs(t *testing.T) {
 	for _, tc := range []struct {

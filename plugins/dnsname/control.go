@@ -17,7 +17,7 @@ import (
 
 // client returns the sidecar client for c's data directory; a sidecar it
 // starts gets the whole of store.
-func (c *Config) client(store registry.Store) *sidecar.Client {
+func (c *NetConf) client(store registry.Store) *sidecar.Client {
 	return &sidecar.Client{
 		Config: sidecar.Config{DataDir: c.DataDir, LogFile: c.LogFile},
 		Load:   func() ([]sidecar.Request, error) { return c.loadAll(store) },
@@ -26,7 +26,7 @@ func (c *Config) client(store registry.Store) *sidecar.Client {
 
 // watched is the registry config the sidecar watches for names of other
 // hosts: etcd's; nil for local files, which only this host writes.
-func (c *Config) watched() *registry.Config {
+func (c *NetConf) watched() *registry.Config {
 	if c.Registry.Backend != registry.BackendEtcd {
 		return nil
 	}
@@ -34,14 +34,14 @@ func (c *Config) watched() *registry.Config {
 }
 
 // put is the request that serves e.
-func (c *Config) put(e *registry.Entry) sidecar.Request {
+func (c *NetConf) put(e *registry.Entry) sidecar.Request {
 	req := sidecar.Put(sidecar.FromEntry(e, hostname()))
 	req.Registry = c.watched()
 	return req
 }
 
 // loadAll reads every network of the registry as replace requests.
-func (c *Config) loadAll(store registry.Store) ([]sidecar.Request, error) {
+func (c *NetConf) loadAll(store registry.Store) ([]sidecar.Request, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)
 	defer cancel()
 	nets, err := store.Networks(ctx)
@@ -60,7 +60,7 @@ func (c *Config) loadAll(store registry.Store) ([]sidecar.Request, error) {
 }
 
 // loadNetwork reads one network as a replace request (GC, and startup).
-func (c *Config) loadNetwork(ctx context.Context, store registry.Store, network string) (sidecar.Request, error) {
+func (c *NetConf) loadNetwork(ctx context.Context, store registry.Store, network string) (sidecar.Request, error) {
 	entries, err := store.List(ctx, network)
 	if err != nil {
 		return sidecar.Request{}, fmt.Errorf("listing network %s: %w", network, err)

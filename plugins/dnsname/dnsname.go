@@ -30,9 +30,9 @@ const plugin = "dnsname"
 // is under /run: names must not outlive a reboot.
 const DefaultDataDir = "/run/cni/dnsname"
 
-// Config is the plugin's configuration, a superset of Podman's dnsname
+// NetConf is the plugin's configuration, a superset of Podman's dnsname
 // plugin ({"type":"dnsname","domainName":"dns.podman","capabilities":{"aliases":true}}).
-type Config struct {
+type NetConf struct {
 	types.NetConf
 	// DomainName is the search domain; name.DomainName resolves like name.
 	DomainName string `json:"domainName"`
@@ -85,11 +85,11 @@ func validName(s string) error {
 // has nothing to undo.
 var errNeverAdded = errors.New("config that ADD refuses")
 
-// parseConfig decodes and validates stdin. For DEL (lenient) only what DEL
+// loadConf decodes and validates stdin. For DEL (lenient) only what DEL
 // uses is checked: a config ADD would refuse must not make DEL fail
 // forever, and DEL must succeed when ADD never did.
-func parseConfig(stdin []byte, lenient bool) (*Config, error) {
-	c := &Config{}
+func loadConf(stdin []byte, lenient bool) (*NetConf, error) {
+	c := &NetConf{}
 	if err := cni.Decode(plugin, stdin, c); err != nil {
 		return nil, err
 	}
@@ -173,7 +173,7 @@ func parseUpstream(s string) (netip.AddrPort, error) {
 	return ap, nil
 }
 
-func openRegistry(c *Config) (registry.Store, error) {
+func openRegistry(c *NetConf) (registry.Store, error) {
 	var s registry.Store
 	var err error
 	if c.Registry.Backend == registry.BackendEtcd {
@@ -191,7 +191,7 @@ func openRegistry(c *Config) (registry.Store, error) {
 const registryTimeout = 10 * time.Second
 
 // buildEntry collects what ADD registers from the args and prevResult.
-func buildEntry(c *Config, args *skel.CmdArgs, prev *current.Result) (*registry.Entry, error) {
+func buildEntry(c *NetConf, args *skel.CmdArgs, prev *current.Result) (*registry.Entry, error) {
 	e := &registry.Entry{
 		Network: c.Name, ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns, Host: hostname(),
 		DNS:     registry.DNSConfig{Domain: c.DomainName, Internal: c.Internal},
@@ -251,7 +251,7 @@ func buildEntry(c *Config, args *skel.CmdArgs, prev *current.Result) (*registry.
 }
 
 func cmdAdd(args *skel.CmdArgs) error {
-	c, err := parseConfig(args.StdinData, false)
+	c, err := loadConf(args.StdinData, false)
 	if err != nil {
 		return err
 	}
@@ -325,7 +325,7 @@ func prepend(list []string, vals ...string) []string {
 }
 
 func cmdDel(args *skel.CmdArgs) error {
-	c, err := parseConfig(args.StdinData, true)
+	c, err := loadConf(args.StdinData, true)
 	if errors.Is(err, errNeverAdded) {
 		return nil
 	}
@@ -354,7 +354,7 @@ func cmdDel(args *skel.CmdArgs) error {
 }
 
 func cmdCheck(args *skel.CmdArgs) error {
-	c, err := parseConfig(args.StdinData, false)
+	c, err := loadConf(args.StdinData, false)
 	if err != nil {
 		return err
 	}
@@ -425,7 +425,7 @@ func checkServer(e *registry.Entry) error {
 }
 
 func cmdGC(args *skel.CmdArgs) error {
-	c, err := parseConfig(args.StdinData, false)
+	c, err := loadConf(args.StdinData, false)
 	if err != nil {
 		return err
 	}
@@ -470,7 +470,7 @@ func cmdGC(args *skel.CmdArgs) error {
 }
 
 func cmdStatus(args *skel.CmdArgs) error {
-	c, err := parseConfig(args.StdinData, false)
+	c, err := loadConf(args.StdinData, false)
 	if err != nil {
 		return err
 	}

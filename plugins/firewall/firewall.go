@@ -13,9 +13,9 @@ import (
 
 const plugin = "firewall"
 
-// Conf holds the reference firewall plugin's fields. The default backend is
+// NetConf holds the reference firewall plugin's fields. The default backend is
 // nftables (the reference picks firewalld when it runs, else iptables).
-type Conf struct {
+type NetConf struct {
 	types.NetConf
 	Backend                string `json:"backend"`
 	IptablesAdminChainName string `json:"iptablesAdminChainName,omitempty"`
@@ -30,8 +30,8 @@ func firewalldRunning() bool {
 	return err == nil
 }
 
-func parseConf(stdin []byte) (*Conf, firewall.Isolator, error) {
-	c := &Conf{}
+func loadConf(stdin []byte) (*NetConf, firewall.Isolator, error) {
+	c := &NetConf{}
 	if err := cni.Decode(plugin, stdin, c); err != nil {
 		return nil, nil, err
 	}
@@ -61,7 +61,7 @@ func parseConf(stdin []byte) (*Conf, firewall.Isolator, error) {
 // isolation builds the attachment's entry from prevResult: its IPs, the
 // bridge (first interface, as the reference reads it) and the host end of
 // the veth (the first other interface outside any sandbox).
-func isolation(c *Conf, args *skel.CmdArgs, prev *current.Result) firewall.Isolation {
+func isolation(c *NetConf, args *skel.CmdArgs, prev *current.Result) firewall.Isolation {
 	a := firewall.Isolation{Network: c.Name, ContainerID: args.ContainerID, IfName: args.IfName, Policy: c.IngressPolicy}
 	if prev == nil {
 		return a
@@ -82,8 +82,8 @@ func isolation(c *Conf, args *skel.CmdArgs, prev *current.Result) firewall.Isola
 	return a
 }
 
-func prepare(args *skel.CmdArgs, needPrev bool) (*Conf, firewall.Isolator, *current.Result, error) {
-	c, iso, err := parseConf(args.StdinData)
+func prepare(args *skel.CmdArgs, needPrev bool) (*NetConf, firewall.Isolator, *current.Result, error) {
+	c, iso, err := loadConf(args.StdinData)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -141,7 +141,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 }
 
 func cmdGC(args *skel.CmdArgs) error {
-	c, iso, err := parseConf(args.StdinData)
+	c, iso, err := loadConf(args.StdinData)
 	if err != nil {
 		return err
 	}
@@ -154,6 +154,6 @@ func cmdGC(args *skel.CmdArgs) error {
 // cmdStatus: ready once the config is valid; the kernel interfaces are
 // checked by every ADD.
 func cmdStatus(args *skel.CmdArgs) error {
-	_, _, err := parseConf(args.StdinData)
+	_, _, err := loadConf(args.StdinData)
 	return err
 }

@@ -20,7 +20,7 @@ const plugin = "loopback"
 // reference plugin ignores it too, and runtimes pass "lo" or anything else.
 const lo = "lo"
 
-func parseConf(stdin []byte) (*types.NetConf, *current.Result, error) {
+func loadConf(stdin []byte) (*types.NetConf, *current.Result, error) {
 	var conf types.NetConf
 	if err := cni.Decode(plugin, stdin, &conf); err != nil {
 		return nil, nil, err
@@ -33,7 +33,7 @@ func parseConf(stdin []byte) (*types.NetConf, *current.Result, error) {
 }
 
 func cmdAdd(args *skel.CmdArgs) error {
-	conf, prev, err := parseConf(args.StdinData)
+	conf, prev, err := loadConf(args.StdinData)
 	if err != nil {
 		return err
 	}
@@ -85,7 +85,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 }
 
 func cmdDel(args *skel.CmdArgs) error {
-	if _, _, err := parseConf(args.StdinData); err != nil {
+	if _, _, err := loadConf(args.StdinData); err != nil {
 		return err
 	}
 	// No netns, or it is gone: the container's lo went with it.
@@ -113,7 +113,7 @@ func cmdDel(args *skel.CmdArgs) error {
 }
 
 func cmdCheck(args *skel.CmdArgs) error {
-	if _, _, err := parseConf(args.StdinData); err != nil {
+	if _, _, err := loadConf(args.StdinData); err != nil {
 		return err
 	}
 	ns, err := link.OpenNS(args.Netns)
@@ -134,12 +134,12 @@ func cmdCheck(args *skel.CmdArgs) error {
 
 // cmdGC has nothing to release: loopback keeps no state outside the netns.
 func cmdGC(args *skel.CmdArgs) error {
-	_, _, err := parseConf(args.StdinData)
+	_, _, err := loadConf(args.StdinData)
 	return err
 }
 
 // cmdStatus: loopback needs nothing outside the container to work.
 func cmdStatus(args *skel.CmdArgs) error {
-	_, _, err := parseConf(args.StdinData)
+	_, _, err := loadConf(args.StdinData)
 	return err
 }

@@ -39,8 +39,8 @@ type PortMapEntry struct {
 // defaultMarkMasqBit is the reference's (and kube-proxy's) bit 13.
 const defaultMarkMasqBit = 13
 
-// parseConfig decodes and validates stdin; every error is a CNI error.
-func parseConfig(stdin []byte) (*NetConf, []firewall.PortMapping, error) {
+// loadConf decodes and validates stdin; every error is a CNI error.
+func loadConf(stdin []byte) (*NetConf, []firewall.PortMapping, error) {
 	conf := &NetConf{}
 	if err := cni.Decode(plugin, stdin, conf); err != nil {
 		return nil, nil, err

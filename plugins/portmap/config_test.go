@@ -37,7 +37,7 @@ func TestParseConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			conf, maps, err := parseConfig([]byte(tt.in))
+			conf, maps, err := loadConf([]byte(tt.in))
 			if tt.wantCode == 0 {
 				if err != nil {
 					t.Fatalf("got %v, want nil", err)

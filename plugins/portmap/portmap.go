@@ -48,7 +48,7 @@ func portMapOf(conf *NetConf, args *skel.CmdArgs, maps []firewall.PortMapping, p
 }
 
 func cmdAdd(args *skel.CmdArgs) error {
-	conf, maps, err := parseConfig(args.StdinData)
+	conf, maps, err := loadConf(args.StdinData)
 	if err != nil {
 		return err
 	}
@@ -119,7 +119,7 @@ func enableLocalnet(ips []*net.IPNet) error {
 }
 
 func cmdDel(args *skel.CmdArgs) error {
-	conf, maps, err := parseConfig(args.StdinData)
+	conf, maps, err := loadConf(args.StdinData)
 	if err != nil {
 		return err
 	}
@@ -137,7 +137,7 @@ func cmdDel(args *skel.CmdArgs) error {
 }
 
 func cmdCheck(args *skel.CmdArgs) error {
-	conf, maps, err := parseConfig(args.StdinData)
+	conf, maps, err := loadConf(args.StdinData)
 	if err != nil {
 		return err
 	}
@@ -159,7 +159,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 }
 
 func cmdGC(args *skel.CmdArgs) error {
-	conf, _, err := parseConfig(args.StdinData)
+	conf, _, err := loadConf(args.StdinData)
 	if err != nil {
 		return err
 	}
@@ -175,7 +175,7 @@ func cmdGC(args *skel.CmdArgs) error {
 
 // cmdStatus reports whether the backend can be driven.
 func cmdStatus(args *skel.CmdArgs) error {
-	conf, _, err := parseConfig(args.StdinData)
+	conf, _, err := loadConf(args.StdinData)
 	if err != nil {
 		return err
 	}

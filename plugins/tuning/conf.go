@@ -27,9 +27,9 @@ const (
 	defaultAllowlist = "/etc/cni/tuning/allowlist.conf"
 )
 
-// Conf is the reference tuning config plus allowlistFile (berth: the
+// NetConf is the reference tuning config plus allowlistFile (berth: the
 // allowlist's path, for tests and non-default layouts).
-type Conf struct {
+type NetConf struct {
 	types.NetConf
 	DataDir       string            `json:"dataDir,omitempty"`
 	AllowlistFile string            `json:"allowlistFile,omitempty"`
@@ -67,13 +67,13 @@ type envArgs struct {
 	MAC types.UnmarshallableString `json:"mac,omitempty"`
 }
 
-// parseConf decodes and validates stdin, applying overrides in the
+// loadConf decodes and validates stdin, applying overrides in the
 // reference's order: config, CNI_ARGS MAC, runtimeConfig.mac, args.cni.
-func parseConf(stdin []byte, cniArgs string) (*Conf, error) {
+func loadConf(stdin []byte, cniArgs string) (*NetConf, error) {
 	if err := checkDuplicateSysctls(stdin); err != nil {
 		return nil, err
 	}
-	c := &Conf{}
+	c := &NetConf{}
 	if err := cni.Decode(plugin, stdin, c); err != nil {
 		return nil, err
 	}
@@ -128,7 +128,7 @@ func parseConf(stdin []byte, cniArgs string) (*Conf, error) {
 	return c, nil
 }
 
-func (c *Conf) validate() error {
+func (c *NetConf) validate() error {
 	if c.Mac != "" {
 		hw, err := net.ParseMAC(c.Mac)
 		if err != nil || len(hw) != 6 {
@@ -245,7 +245,7 @@ func readAllowlist(file string) ([]*regexp.Regexp, error) {
 
 // checkAllowed matches each sysctl key (as written, IFNAME included) against
 // the allowlist.
-func (c *Conf) checkAllowed() error {
+func (c *NetConf) checkAllowed() error {
 	if len(c.SysCtl) == 0 {
 		return nil
 	}

@@ -40,22 +40,22 @@ func TestParseConf(t *testing.T) {
 		args     string
 		wantCode uint
 		wantMsg  string
-		check    func(*Conf) string
+		check    func(*NetConf) string
 	}{
-		{name: "defaults", in: `{"name":"n","type":"tuning"}`, check: func(c *Conf) string {
+		{name: "defaults", in: `{"name":"n","type":"tuning"}`, check: func(c *NetConf) string {
 			if c.DataDir != defaultDataDir || c.AllowlistFile != defaultAllowlist {
 				return c.DataDir + " " + c.AllowlistFile
 			}
 			return ""
 		}},
 		{name: "runtimeConfig mac wins over config and CNI_ARGS", in: `{"name":"n","mac":"02:00:00:00:00:01","runtimeConfig":{"mac":"02:00:00:00:00:03"}}`,
-			args: "IgnoreUnknown=1;MAC=02:00:00:00:00:02", check: func(c *Conf) string {
+			args: "IgnoreUnknown=1;MAC=02:00:00:00:00:02", check: func(c *NetConf) string {
 				if c.mac.String() != "02:00:00:00:00:03" {
 					return c.mac.String()
 				}
 				return ""
 			}},
-		{name: "args.cni overrides", in: `{"name":"n","mtu":1400,"args":{"cni":{"mtu":1300,"sysctl":{"net.ipv4.conf.IFNAME.arp_filter":"1"}}}}`, check: func(c *Conf) string {
+		{name: "args.cni overrides", in: `{"name":"n","mtu":1400,"args":{"cni":{"mtu":1300,"sysctl":{"net.ipv4.conf.IFNAME.arp_filter":"1"}}}}`, check: func(c *NetConf) string {
 			if c.Mtu != 1300 || c.SysCtl["net.ipv4.conf.IFNAME.arp_filter"] != "1" {
 				return "not overridden"
 			}
@@ -72,7 +72,7 @@ func TestParseConf(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := parseConf([]byte(tt.in), tt.args)
+			c, err := loadConf([]byte(tt.in), tt.args)
 			if tt.wantCode == 0 {
 				if err != nil {
 					t.Fatalf("got %v, want nil", err)
@@ -106,7 +106,7 @@ func TestAllowlist(t *testing.T) {
 		{filepath.Join(dir, "absent"), "net.ipv4.ip_forward", true},
 	}
 	for _, tt := range tests {
-		c := &Conf{AllowlistFile: tt.file, SysCtl: map[string]string{tt.key: "1"}}
+		c := &NetConf{AllowlistFile: tt.file, SysCtl: map[string]string{tt.key: "1"}}
 		err := c.checkAllowed()
 		if (err == nil) != tt.ok {
 			t.Errorf("%s with %s: got %v, want ok=%v", tt.key, filepath.Base(tt.file), err, tt.ok)

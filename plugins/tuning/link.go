@@ -25,7 +25,7 @@ func linkByName(name string) (netlink.Link, error) {
 }
 
 // snapshot records the current value of everything c will change.
-func snapshot(c *Conf, l netlink.Link, paths map[string]string) (*backup, error) {
+func snapshot(c *NetConf, l netlink.Link, paths map[string]string) (*backup, error) {
 	a := l.Attrs()
 	b := &backup{}
 	if c.Mac != "" {
@@ -96,7 +96,7 @@ func (b *backup) under(prior *backup) *backup {
 
 // setLink applies c's link attributes. Same as: ip link set IF address MAC
 // mtu MTU promisc on allmulticast on|off txqueuelen N.
-func setLink(l netlink.Link, c *Conf) error {
+func setLink(l netlink.Link, c *NetConf) error {
 	if c.mac != nil {
 		if err := netlink.LinkSetHardwareAddr(l, c.mac); err != nil {
 			return fmt.Errorf("mac %s: %w", c.mac, err)
@@ -195,7 +195,7 @@ func joinErrs(errs []string) error {
 
 // checkLink compares the link with c, as the reference's CHECK does
 // (promisc false means it must be off).
-func checkLink(l netlink.Link, c *Conf) error {
+func checkLink(l netlink.Link, c *NetConf) error {
 	a := l.Attrs()
 	if c.mac != nil && a.HardwareAddr.String() != c.mac.String() {
 		return fmt.Errorf("mac is %s, configured %s", a.HardwareAddr, c.mac)

@@ -18,8 +18,8 @@ import (
 // prepare parses the config and checks what every command that acts on a
 // container needs: a safe attachment (its IDs make a file name) and, for
 // ADD and CHECK, a prevResult.
-func prepare(args *skel.CmdArgs, needPrev bool) (*Conf, *current.Result, error) {
-	c, err := parseConf(args.StdinData, args.Args)
+func prepare(args *skel.CmdArgs, needPrev bool) (*NetConf, *current.Result, error) {
+	c, err := loadConf(args.StdinData, args.Args)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -80,7 +80,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 // apply runs inside the container namespace: it records the old values,
 // then changes sysctls and the link. A failure undoes what this call
 // changed and leaves the backup file as it was.
-func apply(c *Conf, netns, ifName, file string) error {
+func apply(c *NetConf, netns, ifName, file string) error {
 	dev, err := linkByName(ifName)
 	if err != nil {
 		return err
@@ -230,7 +230,7 @@ func normalize(v string) string { return strings.Join(strings.Fields(v), " ") }
 // cmdGC removes this network's backups of attachments the runtime no
 // longer knows: their containers are gone, nothing is left to restore.
 func cmdGC(args *skel.CmdArgs) error {
-	c, err := parseConf(args.StdinData, "")
+	c, err := loadConf(args.StdinData, "")
 	if err != nil {
 		return err
 	}
@@ -256,7 +256,7 @@ func cmdGC(args *skel.CmdArgs) error {
 
 // cmdStatus: tuning is ready when its config and allowlist are readable.
 func cmdStatus(args *skel.CmdArgs) error {
-	c, err := parseConf(args.StdinData, "")
+	c, err := loadConf(args.StdinData, "")
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,9 @@ type NetConf struct {
 	IptablesAdminChainName string `json:"iptablesAdminChainName,omitempty"`
 	FirewalldZone          string `json:"firewalldZone,omitempty"`
 	IngressPolicy          string `json:"ingressPolicy,omitempty"`
+
+	// iso is the backend's Isolator.
+	iso firewall.Isolator
 }
 
 // firewalldRunning is how the reference detects firewalld; berth only uses
@@ -30,32 +33,33 @@ func firewalldRunning() bool {
 	return err == nil
 }
 
-func loadConf(stdin []byte) (*NetConf, firewall.Isolator, error) {
+// loadConf decodes and validates stdin; every error is a CNI error.
+func loadConf(stdin []byte) (*NetConf, error) {
 	c := &NetConf{}
 	if err := cni.Decode(plugin, stdin, c); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if err := cni.SafeName("name", c.Name); err != nil {
-		return nil, nil, cni.InvalidField(plugin, "name", c.Name, err.Error())
+		return nil, cni.InvalidField(plugin, "name", c.Name, err.Error())
 	}
 	if c.Backend == "firewalld" {
 		why := "firewalld is not running on this node"
 		if firewalldRunning() {
 			why = "berth does not drive firewalld; use \"nftables\", which coexists with firewalld's own table"
 		}
-		return nil, nil, cni.InvalidField(plugin, "backend", "firewalld", why)
+		return nil, cni.InvalidField(plugin, "backend", "firewalld", why)
 	}
 	if c.IptablesAdminChainName != "" && (len(c.IptablesAdminChainName) > 28 || cni.SafeName("", c.IptablesAdminChainName) != nil) {
-		return nil, nil, cni.InvalidField(plugin, "iptablesAdminChainName", c.IptablesAdminChainName, "must be an iptables chain name (at most 28 characters of [a-zA-Z0-9_.-])")
+		return nil, cni.InvalidField(plugin, "iptablesAdminChainName", c.IptablesAdminChainName, "must be an iptables chain name (at most 28 characters of [a-zA-Z0-9_.-])")
 	}
-	iso, err := firewall.NewIsolator(c.Backend, c.IptablesAdminChainName)
-	if err != nil {
-		return nil, nil, err
+	var err error
+	if c.iso, err = firewall.NewIsolator(c.Backend, c.IptablesAdminChainName); err != nil {
+		return nil, err
 	}
 	if err := (firewall.Isolation{Policy: c.IngressPolicy, Bridge: "x", HostVeth: "x"}).Validate(); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return c, iso, nil
+	return c, nil
 }
 
 // isolation builds the attachment's entry from prevResult: its IPs, the
@@ -83,7 +87,7 @@ func isolation(c *NetConf, args *skel.CmdArgs, prev *current.Result) firewall.Is
 }
 
 func prepare(args *skel.CmdArgs, needPrev bool) (*NetConf, firewall.Isolator, *current.Result, error) {
-	c, iso, err := loadConf(args.StdinData)
+	c, err := loadConf(args.StdinData)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -97,7 +101,7 @@ func prepare(args *skel.CmdArgs, needPrev bool) (*NetConf, firewall.Isolator, *c
 	if needPrev && prev == nil {
 		return nil, nil, nil, cni.Errorf(cni.CodeInvalidConfig, "%s: prevResult missing: chain firewall after a plugin that creates the interface (bridge)", plugin)
 	}
-	return c, iso, prev, nil
+	return c, c.iso, prev, nil
 }
 
 func cmdAdd(args *skel.CmdArgs) error {
@@ -141,11 +145,11 @@ func cmdCheck(args *skel.CmdArgs) error {
 }
 
 func cmdGC(args *skel.CmdArgs) error {
-	c, iso, err := loadConf(args.StdinData)
+	c, err := loadConf(args.StdinData)
 	if err != nil {
 		return err
 	}
-	if err := iso.GCIsolation(c.Name, cni.ValidSet(c.ValidAttachments)); err != nil {
+	if err := c.iso.GCIsolation(c.Name, cni.ValidSet(c.ValidAttachments)); err != nil {
 		return cni.Wrap(cni.CodeKernel, err, "%s: gc", plugin)
 	}
 	return nil
@@ -154,6 +158,6 @@ func cmdGC(args *skel.CmdArgs) error {
 // cmdStatus: ready once the config is valid; the kernel interfaces are
 // checked by every ADD.
 func cmdStatus(args *skel.CmdArgs) error {
-	_, _, err := loadConf(args.StdinData)
+	_, err := loadConf(args.StdinData)
 	return err
 }

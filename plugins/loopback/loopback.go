@@ -20,23 +20,33 @@ const plugin = "loopback"
 // reference plugin ignores it too, and runtimes pass "lo" or anything else.
 const lo = "lo"
 
-func loadConf(stdin []byte) (*types.NetConf, *current.Result, error) {
-	var conf types.NetConf
-	if err := cni.Decode(plugin, stdin, &conf); err != nil {
-		return nil, nil, err
+// NetConf is the common CNI config: loopback has no fields of its own.
+type NetConf struct {
+	types.NetConf
+
+	// prev is the decoded prevResult, if chained.
+	prev *current.Result
+}
+
+// loadConf decodes and validates stdin; every error is a CNI error.
+func loadConf(stdin []byte) (*NetConf, error) {
+	conf := &NetConf{}
+	if err := cni.Decode(plugin, stdin, conf); err != nil {
+		return nil, err
 	}
-	prev, err := cni.PrevResult(plugin, &conf)
-	if err != nil {
-		return nil, nil, err
+	var err error
+	if conf.prev, err = cni.PrevResult(plugin, &conf.NetConf); err != nil {
+		return nil, err
 	}
-	return &conf, prev, nil
+	return conf, nil
 }
 
 func cmdAdd(args *skel.CmdArgs) error {
-	conf, prev, err := loadConf(args.StdinData)
+	conf, err := loadConf(args.StdinData)
 	if err != nil {
 		return err
 	}
+	prev := conf.prev
 	ns, err := link.OpenNS(args.Netns)
 	if err != nil {
 		return cni.Errorf(cni.CodeInvalidNetNS, "%s: netns %q: %v", plugin, args.Netns, err)
@@ -85,7 +95,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 }
 
 func cmdDel(args *skel.CmdArgs) error {
-	if _, _, err := loadConf(args.StdinData); err != nil {
+	if _, err := loadConf(args.StdinData); err != nil {
 		return err
 	}
 	// No netns, or it is gone: the container's lo went with it.
@@ -113,7 +123,7 @@ func cmdDel(args *skel.CmdArgs) error {
 }
 
 func cmdCheck(args *skel.CmdArgs) error {
-	if _, _, err := loadConf(args.StdinData); err != nil {
+	if _, err := loadConf(args.StdinData); err != nil {
 		return err
 	}
 	ns, err := link.OpenNS(args.Netns)
@@ -134,12 +144,12 @@ func cmdCheck(args *skel.CmdArgs) error {
 
 // cmdGC has nothing to release: loopback keeps no state outside the netns.
 func cmdGC(args *skel.CmdArgs) error {
-	_, _, err := loadConf(args.StdinData)
+	_, err := loadConf(args.StdinData)
 	return err
 }
 
 // cmdStatus: loopback needs nothing outside the container to work.
 func cmdStatus(args *skel.CmdArgs) error {
-	_, _, err := loadConf(args.StdinData)
+	_, err := loadConf(args.StdinData)
 	return err
 }

@@ -26,6 +26,9 @@ type NetConf struct {
 	RuntimeConfig        struct {
 		PortMaps []PortMapEntry `json:"portMappings,omitempty"`
 	} `json:"runtimeConfig,omitempty"`
+
+	// mappings are RuntimeConfig.PortMaps, validated.
+	mappings []firewall.PortMapping
 }
 
 // PortMapEntry is one entry of runtimeConfig.portMappings (CONVENTIONS.md).
@@ -40,28 +43,28 @@ type PortMapEntry struct {
 const defaultMarkMasqBit = 13
 
 // loadConf decodes and validates stdin; every error is a CNI error.
-func loadConf(stdin []byte) (*NetConf, []firewall.PortMapping, error) {
+func loadConf(stdin []byte) (*NetConf, error) {
 	conf := &NetConf{}
 	if err := cni.Decode(plugin, stdin, conf); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if err := cni.SafeName("name", conf.Name); err != nil {
-		return nil, nil, cni.Errorf(cni.CodeInvalidConfig, "%s: %v", plugin, err)
+		return nil, cni.Errorf(cni.CodeInvalidConfig, "%s: %v", plugin, err)
 	}
 	switch conf.Backend {
 	case "", firewall.NFTables, firewall.IPTables:
 	default:
-		return nil, nil, cni.InvalidField(plugin, "backend", fmt.Sprintf("%q", conf.Backend), `must be "nftables" or "iptables"`)
+		return nil, cni.InvalidField(plugin, "backend", fmt.Sprintf("%q", conf.Backend), `must be "nftables" or "iptables"`)
 	}
 	if conf.SNAT == nil {
 		t := true
 		conf.SNAT = &t
 	}
 	if conf.MarkMasqBit != nil && conf.ExternalSetMarkChain != nil {
-		return nil, nil, cni.Errorf(cni.CodeInvalidConfig, "%s: markMasqBit and externalSetMarkChain: set only one", plugin)
+		return nil, cni.Errorf(cni.CodeInvalidConfig, "%s: markMasqBit and externalSetMarkChain: set only one", plugin)
 	}
 	if conf.MarkMasqBit != nil && (*conf.MarkMasqBit < 0 || *conf.MarkMasqBit > 31) {
-		return nil, nil, cni.InvalidField(plugin, "markMasqBit", *conf.MarkMasqBit, "must be between 0 and 31")
+		return nil, cni.InvalidField(plugin, "markMasqBit", *conf.MarkMasqBit, "must be between 0 and 31")
 	}
 	if conf.Backend != firewall.IPTables {
 		// The reference's nftables backend takes these as nft syntax for
@@ -69,15 +72,15 @@ func loadConf(stdin []byte) (*NetConf, []firewall.PortMapping, error) {
 		// rather than silently publish more widely than asked.
 		for field, v := range map[string]*[]string{"conditionsV4": conf.ConditionsV4, "conditionsV6": conf.ConditionsV6} {
 			if v != nil && len(*v) > 0 {
-				return nil, nil, cni.Errorf(cni.CodeUnsupportedField, "%s: %s: only supported with backend \"iptables\"", plugin, field)
+				return nil, cni.Errorf(cni.CodeUnsupportedField, "%s: %s: only supported with backend \"iptables\"", plugin, field)
 			}
 		}
 	}
-	maps, err := mappings(conf.RuntimeConfig.PortMaps)
-	if err != nil {
-		return nil, nil, err
+	var err error
+	if conf.mappings, err = mappings(conf.RuntimeConfig.PortMaps); err != nil {
+		return nil, err
 	}
-	return conf, maps, nil
+	return conf, nil
 }
 
 func mappings(entries []PortMapEntry) ([]firewall.PortMapping, error) {

@@ -37,13 +37,13 @@ func TestParseConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			conf, maps, err := loadConf([]byte(tt.in))
+			conf, err := loadConf([]byte(tt.in))
 			if tt.wantCode == 0 {
 				if err != nil {
 					t.Fatalf("got %v, want nil", err)
 				}
-				if len(maps) != tt.wantMaps || !*conf.SNAT {
-					t.Fatalf("got %d mappings, snat %v; want %d, true", len(maps), *conf.SNAT, tt.wantMaps)
+				if len(conf.mappings) != tt.wantMaps || !*conf.SNAT {
+					t.Fatalf("got %d mappings, snat %v; want %d, true", len(conf.mappings), *conf.SNAT, tt.wantMaps)
 				}
 				return
 			}

@@ -48,10 +48,11 @@ func portMapOf(conf *NetConf, args *skel.CmdArgs, maps []firewall.PortMapping, p
 }
 
 func cmdAdd(args *skel.CmdArgs) error {
-	conf, maps, err := loadConf(args.StdinData)
+	conf, err := loadConf(args.StdinData)
 	if err != nil {
 		return err
 	}
+	maps := conf.mappings
 	prev, err := cni.NeedPrevResult(plugin, &conf.NetConf)
 	if err != nil {
 		return err
@@ -119,10 +120,11 @@ func enableLocalnet(ips []*net.IPNet) error {
 }
 
 func cmdDel(args *skel.CmdArgs) error {
-	conf, maps, err := loadConf(args.StdinData)
+	conf, err := loadConf(args.StdinData)
 	if err != nil {
 		return err
 	}
+	maps := conf.mappings
 	pm, err := firewall.NewPortMapper(conf.Backend)
 	if err != nil {
 		return cni.Wrap(cni.CodeInvalidConfig, err, plugin)
@@ -137,10 +139,11 @@ func cmdDel(args *skel.CmdArgs) error {
 }
 
 func cmdCheck(args *skel.CmdArgs) error {
-	conf, maps, err := loadConf(args.StdinData)
+	conf, err := loadConf(args.StdinData)
 	if err != nil {
 		return err
 	}
+	maps := conf.mappings
 	prev, err := cni.NeedPrevResult(plugin, &conf.NetConf)
 	if err != nil {
 		return err
@@ -159,7 +162,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 }
 
 func cmdGC(args *skel.CmdArgs) error {
-	conf, _, err := loadConf(args.StdinData)
+	conf, err := loadConf(args.StdinData)
 	if err != nil {
 		return err
 	}
@@ -175,7 +178,7 @@ func cmdGC(args *skel.CmdArgs) error {
 
 // cmdStatus reports whether the backend can be driven.
 func cmdStatus(args *skel.CmdArgs) error {
-	conf, _, err := loadConf(args.StdinData)
+	conf, err := loadConf(args.StdinData)
 	if err != nil {
 		return err
 	}

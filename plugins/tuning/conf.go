@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path"
 	"regexp"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/berthnet/berth/pkg/cni"
+	"github.com/berthnet/berth/pkg/link"
 )
 
 const (
@@ -209,7 +209,7 @@ func sysctlPath(key, ifName string) (string, error) {
 	if parts[0] != "net" || len(parts) < 3 {
 		return "", cni.InvalidField(plugin, "sysctl", key, "only net.* sysctls of the container's namespace can be set")
 	}
-	return path.Join("/proc/sys", rel), nil
+	return link.SysctlPath(rel), nil
 }
 
 // allowlist reads the sysctl allowlist: nil, nil when the file does not

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -57,29 +56,6 @@ type Config struct {
 	upstreams []netip.AddrPort
 }
 
-// podArgs are the CNI_ARGS we read: the container's name comes in
-// K8S_POD_NAME from Podman and kubelets.
-type podArgs struct {
-	types.CommonArgs
-	K8S_POD_NAME types.UnmarshallableString //nolint:revive // the wire name
-}
-
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$`)
-
-// validName checks a name or alias: DNS characters, at most 253 bytes,
-// labels of at most 63.
-func validName(s string) error {
-	if len(s) > 253 || !nameRE.MatchString(s) {
-		return errors.New("must be letters, digits, '_', '-' and '.', not starting or ending with '-' or '.'")
-	}
-	for _, l := range strings.Split(s, ".") {
-		if l == "" || len(l) > 63 {
-			return errors.New("each dot-separated label must have 1 to 63 characters")
-		}
-	}
-	return nil
-}
-
 // errNeverAdded: the config is one no ADD can have succeeded with, so DEL
 // has nothing to undo.
 var errNeverAdded = errors.New("config that ADD refuses")
@@ -99,7 +75,7 @@ func parseConfig(stdin []byte, lenient bool) (*Config, error) {
 		c.DomainName = "dns.podman"
 	}
 	c.DomainName = strings.TrimSuffix(c.DomainName, ".")
-	if err := validName(c.DomainName); err != nil && !lenient {
+	if err := registry.ValidName(c.DomainName); err != nil && !lenient {
 		return nil, cni.InvalidField(plugin, "domainName", fmt.Sprintf("%q", c.DomainName), err.Error())
 	}
 	if c.DataDir == "" {
@@ -153,7 +129,7 @@ func parseConfig(stdin []byte, lenient bool) (*Config, error) {
 		return nil, cni.Errorf(cni.CodeUnsupportedField, "%s: dockerCompat true: not supported yet; remove it (containers get the gateway address as nameserver)", plugin)
 	}
 	for _, a := range c.RuntimeConfig.Aliases[c.Name] {
-		if err := validName(a); err != nil {
+		if err := registry.ValidName(a); err != nil {
 			return nil, cni.InvalidField(plugin, "runtimeConfig.aliases["+c.Name+"]", fmt.Sprintf("%q", a), err.Error())
 		}
 	}
@@ -199,25 +175,11 @@ func buildEntry(c *Config, args *skel.CmdArgs, prev *current.Result) (*registry.
 	for _, u := range c.upstreams {
 		e.DNS.Upstreams = append(e.DNS.Upstreams, u.String())
 	}
-	var pa podArgs
-	pa.IgnoreUnknown = true
-	if err := types.LoadArgs(args.Args, &pa); err != nil {
-		return nil, cni.Errorf(cni.CodeInvalidEnv, "%s: CNI_ARGS: %v", plugin, err)
+	names, err := registry.ContainerNames(args.Args, args.ContainerID)
+	if err != nil {
+		return nil, cni.Errorf(cni.CodeInvalidEnv, "%s: %v", plugin, err)
 	}
-	if n := string(pa.K8S_POD_NAME); n != "" {
-		if err := validName(n); err != nil {
-			return nil, cni.Errorf(cni.CodeInvalidEnv, "%s: CNI_ARGS K8S_POD_NAME %q: %v", plugin, n, err)
-		}
-		e.Names = append(e.Names, n)
-	}
-	// Docker resolves the short (12-character) container ID too.
-	short := args.ContainerID
-	if len(short) > 12 {
-		short = short[:12]
-	}
-	if validName(short) == nil && !slices.Contains(e.Names, short) {
-		e.Names = append(e.Names, short)
-	}
+	e.Names = names
 	e.Aliases = append(e.Aliases, c.RuntimeConfig.Aliases[c.Name]...)
 
 	for _, ipc := range prev.IPs {

@@ -2,9 +2,7 @@ package registry
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -132,10 +130,7 @@ func ForgetAttachment(dir, network string, args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if ValidKey(network, args.ContainerID, args.IfName) != nil {
-		return nil
-	}
-	if _, err := os.Stat(root); errors.Is(err, fs.ErrNotExist) {
+	if ValidKey(network, args.ContainerID, args.IfName) != nil || !isDir(root) {
 		return nil
 	}
 	return (&Files{root: root}).Delete(context.Background(), network, args.ContainerID, args.IfName)
@@ -148,7 +143,7 @@ func GCAttachments(dir, network string, valid map[cni.Attachment]bool) error {
 	if err != nil {
 		return err
 	}
-	if _, err := os.Stat(root); errors.Is(err, fs.ErrNotExist) {
+	if !isDir(root) {
 		return nil
 	}
 	f := &Files{root: root}
@@ -166,4 +161,11 @@ func GCAttachments(dir, network string, valid map[cni.Attachment]bool) error {
 		}
 	}
 	return nil
+}
+
+// isDir reports whether the registry root is a directory: if it is not
+// (missing, or a file in the way), nothing can have been recorded there.
+func isDir(root string) bool {
+	fi, err := os.Stat(root)
+	return err == nil && fi.IsDir()
 }

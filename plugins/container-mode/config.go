@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -36,20 +37,45 @@ type containerArgs struct {
 	CONTAINER types.UnmarshallableString //nolint:revive // the wire name
 }
 
+// errNeverJoined: a DEL config that no ADD can have succeeded with.
+var errNeverJoined = errors.New("config that ADD refuses")
+
 func loadConf(stdin []byte) (*Config, error) {
 	c := &Config{}
 	if err := cni.Decode(plugin, stdin, c); err != nil {
 		return nil, err
 	}
+	return c, c.validate()
+}
+
+// loadDelConf decodes only what DEL uses (the network's name and the
+// registry's place), so that a config ADD refuses never makes DEL fail;
+// errNeverJoined when it names no place a join can have been recorded in.
+func loadDelConf(stdin []byte) (*Config, error) {
+	var base struct {
+		types.NetConf
+		registry.AttachConf
+	}
+	if err := cni.Decode(plugin, stdin, &base); err != nil {
+		return nil, errNeverJoined
+	}
+	c := &Config{NetConf: base.NetConf, AttachConf: base.AttachConf}
+	if err := c.validate(); err != nil {
+		return nil, errNeverJoined
+	}
+	return c, nil
+}
+
+func (c *Config) validate() error {
 	if err := cni.SafeName("network name", c.Name); err != nil {
-		return nil, cni.Errorf(cni.CodeInvalidConfig, "%s: %v", plugin, err)
+		return cni.Errorf(cni.CodeInvalidConfig, "%s: %v", plugin, err)
 	}
 	dir, err := registry.AttachmentsDir(c.AttachmentsDir)
 	if err != nil {
-		return nil, cni.Wrap(cni.CodeInvalidConfig, err, "%s", plugin)
+		return cni.Wrap(cni.CodeInvalidConfig, err, "%s", plugin)
 	}
 	c.dir = dir
-	return c, nil
+	return nil
 }
 
 // target returns the reference to the container to join, from

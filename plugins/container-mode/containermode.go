@@ -124,6 +124,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if err := notJoined(ctx, store, c.Name, args); err != nil {
+		return err
+	}
 	ownerID, own, err := resolve(ctx, store, ref)
 	if err != nil {
 		return err
@@ -162,6 +165,18 @@ func cmdAdd(args *skel.CmdArgs) error {
 	return cni.Print(res, c.CNIVersion)
 }
 
+// notJoined refuses an ADD of an attachment that has already joined.
+func notJoined(ctx context.Context, store *registry.Files, network string, args *skel.CmdArgs) error {
+	prev, err := store.Get(ctx, network, args.ContainerID, args.IfName)
+	if err == nil {
+		return cni.Errorf(cni.CodeConflict, "%s: %s (%s) has already joined %s on network %s; DEL it first", plugin, args.ContainerID, args.IfName, prev.JoinedTo, network)
+	}
+	if !errors.Is(err, registry.ErrNotFound) {
+		return cni.Wrap(cni.CodeIOFailure, err, "%s: registry", plugin)
+	}
+	return nil
+}
+
 // register records the join and mounts the target's namespace over the
 // joiner's path, under the joins lock: the entry first, so that a plugin
 // killed half way leaves an entry DEL can act on rather than a mount
@@ -173,8 +188,9 @@ func register(ctx context.Context, c *Config, store *registry.Files, join *regis
 		return cni.Wrap(cni.CodeIOFailure, err, "%s", plugin)
 	}
 	defer unlock()
-	if prev, err := store.Get(ctx, join.Network, join.ContainerID, join.IfName); err == nil {
-		return cni.Errorf(cni.CodeConflict, "%s: %s (%s) has already joined %s on network %s; DEL it first", plugin, join.ContainerID, join.IfName, prev.JoinedTo, join.Network)
+	// Again under the lock: a concurrent ADD of the same attachment.
+	if err := notJoined(ctx, store, c.Name, &skel.CmdArgs{ContainerID: join.ContainerID, IfName: join.IfName}); err != nil {
+		return err
 	}
 	if err := store.Put(ctx, join); err != nil {
 		return cni.Wrap(cni.CodeIOFailure, err, "%s: recording the join", plugin)
@@ -198,7 +214,10 @@ func register(ctx context.Context, c *Config, store *registry.Files, join *regis
 // runtime's own namespace is there again for its cleanup) and forgets the
 // join. The target is not touched. Nothing recorded, nothing to do.
 func cmdDel(args *skel.CmdArgs) error {
-	c, err := loadConf(args.StdinData)
+	c, err := loadDelConf(args.StdinData)
+	if errors.Is(err, errNeverJoined) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}

@@ -67,8 +67,11 @@ func (w *world) joinOf(id, name, ref string) *nstest.Container {
 func (w *world) addErr(list *libcni.NetworkConfigList, rc *libcni.RuntimeConf) *types.Error {
 	w.T.Helper()
 	res, err := w.RT.Add(context.Background(), list, rc)
+	// A runtime DELs after a failed ADD; the DEL must succeed.
+	if derr := w.RT.Del(context.Background(), list, rc); derr != nil {
+		w.T.Errorf("DEL after the ADD of %s: %v", rc.ContainerID, derr)
+	}
 	if err == nil {
-		_ = w.RT.Del(context.Background(), list, rc)
 		w.T.Fatalf("ADD %s succeeded with %v, want an error", rc.ContainerID, res)
 	}
 	var ce *types.Error

@@ -1,0 +1,137 @@
+package registry_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/berthnet/berth/pkg/cni"
+	"github.com/berthnet/berth/pkg/registry"
+)
+
+// bridgeResult is what a bridge ADD returns: bridge, host veth, container
+// interface with one address.
+func bridgeResult(ip string) *current.Result {
+	idx := 2
+	return &current.Result{
+		Interfaces: []*current.Interface{{Name: "docker0"}, {Name: "veth1234"}, {Name: "eth0", Mac: "02:42:ac:11:00:02", Sandbox: "/run/netns/x"}},
+		IPs:        []*current.IPConfig{{Interface: &idx, Address: net.IPNet{IP: net.ParseIP(ip), Mask: net.CIDRMask(16, 32)}, Gateway: net.ParseIP("172.17.0.1")}},
+	}
+}
+
+func record(t *testing.T, dir, network, id, name string) {
+	t.Helper()
+	args := &skel.CmdArgs{ContainerID: id, IfName: "eth0", Netns: "/run/netns/" + id, Args: "IgnoreUnknown=1;K8S_POD_NAME=" + name}
+	if err := registry.RecordAttachment(dir, network, args, bridgeResult("172.17.0.2")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFind(t *testing.T) {
+	dir := t.TempDir()
+	record(t, dir, "bridge", "abc111aaaa", "web")
+	record(t, dir, "bridge", "abc222bbbb", "db")
+	record(t, dir, "other", "abc111aaaa", "web")
+	record(t, dir, "bridge", "web", "cache") // an ID that is another's name
+	f, err := registry.OpenFiles(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		ref     string
+		wantID  string
+		entries int
+		amb     []string
+	}{
+		{ref: "abc111aaaa", wantID: "abc111aaaa", entries: 2},
+		{ref: "db", wantID: "abc222bbbb", entries: 1},
+		{ref: "web", wantID: "web", entries: 1}, // exact ID before name, as Docker
+		{ref: "abc2", wantID: "abc222bbbb", entries: 1},
+		{ref: "abc", amb: []string{"abc111aaaa (web)", "abc222bbbb (db)"}},
+		{ref: "nosuch"},
+		{ref: ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.ref, func(t *testing.T) {
+			got, err := f.Find(context.Background(), tt.ref)
+			var amb *registry.AmbiguousError
+			switch {
+			case tt.amb != nil:
+				if !errors.As(err, &amb) || !slices.Equal(amb.Candidates, tt.amb) {
+					t.Fatalf("got %v, want ambiguous %v", err, tt.amb)
+				}
+			case tt.wantID == "":
+				if !errors.Is(err, registry.ErrNotFound) {
+					t.Fatalf("got %v %v, want ErrNotFound", got, err)
+				}
+			default:
+				if err != nil || len(got) != tt.entries || got[0].ContainerID != tt.wantID {
+					t.Fatalf("got %d entries (%v), want %d of %s", len(got), err, tt.entries, tt.wantID)
+				}
+			}
+		})
+	}
+}
+
+func TestAttachmentEntry(t *testing.T) {
+	args := &skel.CmdArgs{ContainerID: "0123456789abcdef", IfName: "eth0", Netns: "/run/netns/c", Args: "K8S_POD_NAME=web"}
+	e := registry.AttachmentEntry("bridge", args, bridgeResult("172.17.0.5"))
+	if !slices.Equal(e.Names, []string{"web", "0123456789ab"}) || e.HostIf != "veth1234" || e.MAC != "02:42:ac:11:00:02" ||
+		len(e.IPs) != 1 || e.IPs[0].String() != "172.17.0.5/16" || len(e.Gateways) != 1 || e.Netns != "/run/netns/c" {
+		t.Fatalf("got %+v", e)
+	}
+	// An invalid name is left out rather than failing the ADD.
+	args.Args = "K8S_POD_NAME=-bad-"
+	if e := registry.AttachmentEntry("bridge", args, bridgeResult("172.17.0.5")); !slices.Equal(e.Names, []string{"0123456789ab"}) {
+		t.Fatalf("names with an invalid K8S_POD_NAME: got %v", e.Names)
+	}
+}
+
+func TestForgetAndGC(t *testing.T) {
+	// Nothing recorded: no error, and the directory is not created.
+	missing := filepath.Join(t.TempDir(), "none")
+	args := &skel.CmdArgs{ContainerID: "abc", IfName: "eth0"}
+	if err := registry.ForgetAttachment(missing, "bridge", args); err != nil {
+		t.Fatal(err)
+	}
+	if err := registry.GCAttachments(missing, "bridge", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(missing); !os.IsNotExist(err) {
+		t.Fatalf("ForgetAttachment created %s: %v", missing, err)
+	}
+	if err := registry.ForgetAttachment("relative", "bridge", args); err == nil {
+		t.Fatal("a relative attachmentsDir was accepted")
+	}
+
+	dir := t.TempDir()
+	record(t, dir, "bridge", "keep", "a")
+	record(t, dir, "bridge", "drop", "b")
+	record(t, dir, "other", "drop", "b")
+	if err := registry.GCAttachments(dir, "bridge", map[cni.Attachment]bool{{ContainerID: "keep", IfName: "eth0"}: true}); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := registry.OpenFiles(dir)
+	for _, c := range []struct {
+		network, id string
+		want        bool
+	}{{"bridge", "keep", true}, {"bridge", "drop", false}, {"other", "drop", true}} {
+		_, err := f.Get(context.Background(), c.network, c.id, "eth0")
+		if got := err == nil; got != c.want {
+			t.Fatalf("%s/%s after GC: present %v, want %v", c.network, c.id, got, c.want)
+		}
+	}
+	if err := registry.ForgetAttachment(dir, "bridge", &skel.CmdArgs{ContainerID: "keep", IfName: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Get(context.Background(), "bridge", "keep", "eth0"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("after ForgetAttachment: %v", err)
+	}
+}

@@ -199,7 +199,8 @@ func register(ctx context.Context, c *Config, store *registry.Files, join *regis
 	err = bind(targetPath, join.Netns)
 	if err == nil {
 		if got, gerr := netnsID(join.Netns); gerr != nil || got != want {
-			_ = unbind(join.Netns, want)
+			// Our mount, just made under the lock, whatever it shows.
+			_ = unmount(join.Netns)
 			err = fmt.Errorf("after the mount %s does not refer to %s's namespace", join.Netns, join.JoinedTo)
 		}
 	}

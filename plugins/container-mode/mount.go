@@ -63,16 +63,18 @@ func bind(target, path string) error {
 //
 // Same as: umount --lazy PATH
 func unbind(path string, want nsID) error {
-	got, err := netnsID(path)
-	if errors.Is(err, os.ErrNotExist) {
+	if got, err := netnsID(path); err != nil || got != want {
+		// Gone, or not (no longer) the joined namespace: nothing of ours
+		// is mounted there.
 		return nil
 	}
-	if err != nil || got != want {
-		// Not (or no longer) the joined namespace: not ours to unmount.
-		return nil //nolint:nilerr // see above
-	}
-	// MNT_DETACH as ip netns del does: an nsfs bind mount is never busy
-	// for a reason the caller could wait out.
+	return unmount(path)
+}
+
+// unmount detaches the topmost mount at path. MNT_DETACH as ip netns del
+// does: an nsfs bind mount is never busy for a reason the caller could
+// wait out. EINVAL: nothing is mounted there any more.
+func unmount(path string) error {
 	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
 		return fmt.Errorf("unmount %s: %w", path, err)
 	}

@@ -84,22 +84,23 @@ type bench struct {
 // impl is one set of binaries with its own host namespace, containers and
 // state, so the two never share a bridge or a rule.
 type impl struct {
-	name  string
-	dir   string
-	state string
-	host  *sandbox.NS
-	rt    *sandbox.Runtime
-	list  *libcni.NetworkConfigList
-	ctrs  []*sandbox.NS
-	// With -join: the target every container joins, attached through
-	// chain; list is then the container-mode list.
-	target *sandbox.NS
-	chain  *libcni.NetworkConfigList
+	name   string
+	dir    string
+	state  string
+	host   *sandbox.NS
+	rt     *sandbox.Runtime
+	list   *libcni.NetworkConfigList
+	ctrs   []*sandbox.NS
 	added  []bool
 	add    []time.Duration
 	del    []time.Duration
 	ips    map[string]int
 	failed int
+
+	// With -join: the target every container joins, attached through
+	// chain; list is then the container-mode list.
+	target *sandbox.NS
+	chain  *libcni.NetworkConfigList
 }
 
 func (b *bench) run(berth, ref string, parallel int) error {

@@ -321,3 +321,59 @@ func TestGCAndCheck(t *testing.T) {
 		t.Fatalf("bridge GC with no valid attachment kept web's entry: %v", err)
 	}
 }
+
+// TestNetnsDelAfterJoin: the bind mount over a /run/netns file must not
+// break the runtime's removal of that namespace (ip netns del, which
+// nstest's cleanup and every runtime does): after DEL it works as for any
+// namespace; before DEL (a runtime that skips it) the first ip netns del
+// only detaches the join, and DEL then still succeeds and a second ip
+// netns del removes the file.
+func TestNetnsDelAfterJoin(t *testing.T) {
+	w := newWorld(t)
+	w.run("del0123456789", "web")
+	for _, delFirst := range []bool{true, false} {
+		t.Run(fmt.Sprintf("DEL first %v", delFirst), func(t *testing.T) {
+			name := nstest.UniqueName("jd")
+			if out, err := sh("ip", "netns", "add", name); err != nil {
+				t.Fatalf("%v %s", err, out)
+			}
+			path := "/run/netns/" + name
+			t.Cleanup(func() {
+				if _, err := os.Stat(path); err == nil {
+					_, _ = sh("umount", path)
+					_, _ = sh("ip", "netns", "del", name)
+				}
+			})
+			rc := &libcni.RuntimeConf{ContainerID: "jd-" + name, NetNS: path, IfName: "eth0"}
+			joining("web")(rc)
+			if _, err := w.RT.Add(context.Background(), w.join, rc); err != nil {
+				t.Fatal(err)
+			}
+			if delFirst {
+				if err := w.RT.Del(context.Background(), w.join, rc); err != nil {
+					t.Fatal(err)
+				}
+				if out, err := sh("ip", "netns", "del", name); err != nil {
+					t.Fatalf("ip netns del after DEL: %v %s", err, out)
+				}
+			} else {
+				out, err := sh("ip", "netns", "del", name)
+				t.Logf("ip netns del with the join mounted: %v %s", err, out)
+				if err := w.RT.Del(context.Background(), w.join, rc); err != nil {
+					t.Fatalf("DEL after ip netns del: %v", err)
+				}
+				if _, err := os.Stat(path); err == nil {
+					if out, err := sh("ip", "netns", "del", name); err != nil {
+						t.Fatalf("second ip netns del: %v %s", err, out)
+					}
+				}
+			}
+			if _, err := os.Stat(path); !os.IsNotExist(err) {
+				t.Fatalf("%s still there: %v", path, err)
+			}
+			if got := w.joins(); len(got) != 0 {
+				t.Fatalf("joins left: %v", got)
+			}
+		})
+	}
+}

@@ -328,6 +328,11 @@ func (b *bench) runParallel(workers int) error {
 				dups++
 			}
 		}
+		if b.join {
+			// Every join reports the target's address: no duplicates to count.
+			fmt.Printf("%-6s failures: %d\n", im.name, im.failed)
+			continue
+		}
 		fmt.Printf("%-6s failures: %d, duplicate IPs: %d\n", im.name, im.failed, dups)
 	}
 	b.report()

@@ -49,6 +49,10 @@ type Config struct {
 	// Registry selects the backend; default: files under DataDir/registry.
 	Registry *registry.Config `json:"registry"`
 
+	// attachmentsDir: the attachments registry (not the names registry
+	// above), where ADD completes the entry with the DNS it adds.
+	registry.AttachConf
+
 	RuntimeConfig struct {
 		Aliases map[string][]string `json:"aliases"`
 	} `json:"runtimeConfig"`
@@ -265,6 +269,11 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if res.DNS.Domain == "" {
 		res.DNS.Domain = c.DomainName
 	}
+	// Containers joining this one (container-mode) report its DNS: the
+	// attachment's entry gets the final result, this name server included.
+	if err := registry.RecordAttachment(c.AttachmentsDir, c.Name, args, res); err != nil {
+		return cni.Wrap(cni.CodeIOFailure, err, "%s: recording the attachment", plugin)
+	}
 	committed = true
 	return cni.Print(res, c.CNIVersion)
 }
@@ -304,6 +313,9 @@ func cmdDel(args *skel.CmdArgs) error {
 	}
 	if err := c.client(store).Notify(sidecar.Del(c.Name, registry.EntryName(args.ContainerID, args.IfName)), false); err != nil {
 		return cni.Wrap(cni.CodeTryAgain, err, "%s: dns server", plugin)
+	}
+	if err := registry.ForgetAttachment(c.AttachmentsDir, c.Name, args); err != nil {
+		return cni.Wrap(cni.CodeIOFailure, err, "%s: forgetting the attachment", plugin)
 	}
 	// dockerCompat is refused at ADD, so nothing of it is here to undo.
 	return nil

@@ -377,3 +377,28 @@ func TestNetnsDelAfterJoin(t *testing.T) {
 		})
 	}
 }
+
+// TestJoinDNS: a joiner of a container on a Podman network with dnsname
+// gets its DNS (the network's name server and search domain) in the
+// result, and that server answers it by name.
+func TestJoinDNS(t *testing.T) {
+	w := newWorld(t)
+	// Other names go to a closed port on the host's loopback, never to the
+	// machine's resolver.
+	podman := w.Conflist(nstest.Example(t, "podman-network.conflist"), func(m map[string]any) {
+		for _, p := range m["plugins"].([]any) {
+			if pm := p.(map[string]any); pm["type"] == "dnsname" {
+				pm["upstreams"] = []string{"127.0.0.1:5353"}
+			}
+		}
+	})
+	web := w.Run(podman, "dns0123456789", named("web"))
+	j := w.joinOf("dnsj0123456789", "j", "web")
+	if !slices.Contains(j.Res.DNS.Nameservers, "10.89.0.1") || !slices.Contains(j.Res.DNS.Search, "dns.podman") {
+		t.Fatalf("joiner's DNS: got %+v, want web's %+v", j.Res.DNS, web.Res.DNS)
+	}
+	out := mustIn(t, j.NS.Path, "dig", "+short", "+time=2", "+tries=1", "@10.89.0.1", "web.dns.podman")
+	if strings.TrimSpace(out) != web.IP(t, "4") {
+		t.Fatalf("dig web.dns.podman from the joiner: got %q, want %s", out, web.IP(t, "4"))
+	}
+}

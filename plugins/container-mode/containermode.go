@@ -298,8 +298,10 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if got != (nsID{Dev: e.NetnsDev, Ino: e.NetnsIno}) {
 		return cni.Errorf(cni.CodeKernel, "%s: check: CNI_NETNS %s no longer refers to the network namespace of %s (inode %d, now %d)", plugin, args.Netns, e.JoinedTo, e.NetnsIno, got.Ino)
 	}
-	if _, _, err := resolve(ctx, store, e.JoinedTo); err != nil {
-		return cni.Wrap(cni.CodeKernel, err, "%s: check: the joined container", plugin)
+	if _, err := store.Find(ctx, e.JoinedTo); errors.Is(err, registry.ErrNotFound) {
+		return cni.Errorf(cni.CodeKernel, "%s: check: %s joined %s, which is no longer attached: the namespace has lost its interfaces", plugin, args.ContainerID, e.JoinedTo)
+	} else if err != nil {
+		return cni.Wrap(cni.CodeIOFailure, err, "%s: check: registry", plugin)
 	}
 	return nil
 }

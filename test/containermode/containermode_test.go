@@ -176,8 +176,14 @@ func TestTargetDelWithJoiner(t *testing.T) {
 	j := w.joinOf("jjj0123456789", "joiner", "target")
 	mustIn(t, j.NS.Path, "ip", "link", "show", "eth0")
 
+	if err := w.RT.Check(context.Background(), w.join, j.RC); err != nil {
+		t.Fatalf("CHECK before the target's DEL: %v", err)
+	}
 	if err := w.RT.Del(context.Background(), w.bridge, rc); err != nil {
 		t.Fatalf("target's DEL with a joiner present: %v", err)
+	}
+	if err := w.RT.Check(context.Background(), w.join, j.RC); err == nil || !strings.Contains(err.Error(), "no longer attached") {
+		t.Fatalf("CHECK after the target's DEL: got %v, want an error saying it is no longer attached", err)
 	}
 	if out, err := in(j.NS.Path, "ip", "link", "show", "eth0"); err == nil {
 		t.Fatalf("target's eth0 still there after its DEL: %s", out)
@@ -400,5 +406,35 @@ func TestJoinDNS(t *testing.T) {
 	out := mustIn(t, j.NS.Path, "dig", "+short", "+time=2", "+tries=1", "@10.89.0.1", "web.dns.podman")
 	if strings.TrimSpace(out) != web.IP(t, "4") {
 		t.Fatalf("dig web.dns.podman from the joiner: got %q, want %s", out, web.IP(t, "4"))
+	}
+}
+
+// TestVersions: every CNI version a runtime may speak gets the target's
+// address in its own result format; STATUS is ready.
+func TestVersions(t *testing.T) {
+	w := newWorld(t)
+	web := w.run("ver0123456789", "web")
+	for _, v := range []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
+		t.Run(v, func(t *testing.T) {
+			list := w.Conflist(nstest.Example(t, "docker-container-mode.conflist"), nstest.SetVersion(v))
+			c := nstest.NewNS(t, "v")
+			rc := nstest.Attachment("v"+strings.ReplaceAll(v, ".", ""), c, "eth0")
+			joining("web")(rc)
+			res, err := w.RT.Add(context.Background(), list, rc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.IPs) != 1 || res.IPs[0].Address.String() != web.Res.IPs[0].Address.String() {
+				t.Fatalf("result: %v, want web's %v", res.IPs, web.Res.IPs)
+			}
+			if err := w.RT.Del(context.Background(), list, rc); err != nil {
+				t.Fatal(err)
+			}
+			if v == "1.1.0" {
+				if err := w.RT.Status(context.Background(), list); err != nil {
+					t.Fatalf("STATUS: %v", err)
+				}
+			}
+		})
 	}
 }

@@ -1,7 +1,9 @@
 // Package registry records who is attached where: one Entry per container
 // interface on a network (container ID, ifname, netns, IPs, MAC, names,
 // aliases). The DNS sidecar answers from it, the overlay control plane
-// shares it between hosts.
+// shares it between hosts, and container-mode finds the container to join
+// in the attachments registry (attach.go) that every attaching plugin
+// writes, looked up by ID, name or ID prefix (find.go).
 //
 // Two backends implement Store: local files (the embedded default, under
 // /run/cni, written atomically and locked; this package) and etcd v3 for

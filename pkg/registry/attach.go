@@ -105,7 +105,8 @@ func hostname() string {
 
 // RecordAttachment records the attachment an ADD just made (see
 // AttachmentEntry) in the registry at dir ("" is DefaultAttachmentsDir):
-// one small file written atomically under the network's lock, no scan.
+// one small file written atomically under the network's lock and a
+// symlink per name for lookups (Attachments), no scan.
 // Call it as the ADD's last step and undo it with ForgetAttachment if
 // anything after it fails:
 //
@@ -115,11 +116,11 @@ func RecordAttachment(dir, network string, args *skel.CmdArgs, res *current.Resu
 	if err != nil {
 		return err
 	}
-	f, err := OpenFiles(root)
+	a, err := OpenAttachments(root)
 	if err != nil {
 		return err
 	}
-	return f.Put(context.Background(), AttachmentEntry(network, args, res))
+	return a.Put(context.Background(), AttachmentEntry(network, args, res))
 }
 
 // ForgetAttachment removes the entry of (network, args.ContainerID,
@@ -133,7 +134,8 @@ func ForgetAttachment(dir, network string, args *skel.CmdArgs) error {
 	if ValidKey(network, args.ContainerID, args.IfName) != nil || !isDir(root) {
 		return nil
 	}
-	return (&Files{root: root}).Delete(context.Background(), network, args.ContainerID, args.IfName)
+	a := &Attachments{Files: &Files{root: root}}
+	return a.Delete(context.Background(), network, args.ContainerID, args.IfName)
 }
 
 // GCAttachments removes the network's entries whose attachment is not in
@@ -146,9 +148,9 @@ func GCAttachments(dir, network string, valid map[cni.Attachment]bool) error {
 	if !isDir(root) {
 		return nil
 	}
-	f := &Files{root: root}
+	a := &Attachments{Files: &Files{root: root}}
 	ctx := context.Background()
-	entries, err := f.List(ctx, network)
+	entries, err := a.List(ctx, network)
 	if err != nil {
 		return err
 	}
@@ -156,11 +158,11 @@ func GCAttachments(dir, network string, valid map[cni.Attachment]bool) error {
 		if valid[e.Key()] {
 			continue
 		}
-		if err := f.Delete(ctx, e.Network, e.ContainerID, e.IfName); err != nil {
+		if err := a.Delete(ctx, e.Network, e.ContainerID, e.IfName); err != nil {
 			return err
 		}
 	}
-	return nil
+	return a.Sweep()
 }
 
 // isDir reports whether the registry root is a directory: if it is not

@@ -41,7 +41,7 @@ func TestFind(t *testing.T) {
 	record(t, dir, "bridge", "abc222bbbb", "db")
 	record(t, dir, "other", "abc111aaaa", "web")
 	record(t, dir, "bridge", "web", "cache") // an ID that is another's name
-	f, err := registry.OpenFiles(dir)
+	f, err := registry.OpenAttachments(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,6 +78,48 @@ func TestFind(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestNameIndex: links follow their entries, a stale link (left by a
+// crash) never resolves, and GC sweeps it.
+func TestNameIndex(t *testing.T) {
+	dir := t.TempDir()
+	record(t, dir, "bridge", "abc111aaaa", "web")
+	links := func() []string {
+		des, _ := os.ReadDir(filepath.Join(dir, "@names"))
+		var out []string
+		for _, d := range des {
+			out = append(out, d.Name())
+		}
+		return out
+	}
+	want := []string{"abc111aaaa@abc111aaaa@bridge@eth0", "web@abc111aaaa@bridge@eth0"}
+	if got := links(); !slices.Equal(got, want) {
+		t.Fatalf("links: got %v, want %v", got, want)
+	}
+	// A crash left a link to an entry that is not there, and a link to a
+	// live container under a name it does not have.
+	for _, l := range []string{"db@ghost0000@bridge@eth0", "db@abc111aaaa@other@eth0"} {
+		if err := os.Symlink("../bridge/x.json", filepath.Join(dir, "@names", l)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, _ := registry.OpenAttachments(dir)
+	if got, err := a.Find(context.Background(), "db"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("Find(db) through stale links: got %v, %v; want ErrNotFound", got, err)
+	}
+	if err := registry.GCAttachments(dir, "bridge", map[cni.Attachment]bool{{ContainerID: "abc111aaaa", IfName: "eth0"}: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got := links(); !slices.Equal(got, want) {
+		t.Fatalf("links after GC: got %v, want %v", got, want)
+	}
+	if err := registry.ForgetAttachment(dir, "bridge", &skel.CmdArgs{ContainerID: "abc111aaaa", IfName: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := links(); len(got) != 0 {
+		t.Fatalf("links after ForgetAttachment: %v", got)
 	}
 }
 
@@ -148,5 +190,28 @@ func BenchmarkRecordAttachment(b *testing.B) {
 		if err := registry.RecordAttachment(dir, "bridge", args, res); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkFind resolves a reference among 1000 attachments: by ID prefix
+// (directory listings only) and by name (one entry read per container).
+func BenchmarkFind(b *testing.B) {
+	dir := b.TempDir()
+	res := bridgeResult("172.17.0.2")
+	for i := range 1000 {
+		args := &skel.CmdArgs{ContainerID: fmt.Sprintf("%08x", i), IfName: "eth0", Netns: "/run/netns/x", Args: fmt.Sprintf("K8S_POD_NAME=c%d", i)}
+		if err := registry.RecordAttachment(dir, "bridge", args, res); err != nil {
+			b.Fatal(err)
+		}
+	}
+	f, _ := registry.OpenAttachments(dir)
+	for _, ref := range []string{"000003e7", "c999"} {
+		b.Run(ref, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := f.Find(context.Background(), ref); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -24,11 +24,11 @@ const maxHops = 8
 // openStore opens the attachments registry, which must already exist: no
 // container has been attached if it does not, and a DEL or a failed ADD
 // must not create it.
-func openStore(c *Config) (*registry.Files, error) {
+func openStore(c *Config) (*registry.Attachments, error) {
 	if _, err := os.Stat(c.dir); err != nil {
 		return nil, err
 	}
-	return registry.OpenFiles(c.dir)
+	return registry.OpenAttachments(c.dir)
 }
 
 // lockJoins serializes the joins of one network (checking, registering
@@ -50,7 +50,7 @@ func lockJoins(c *Config) (func(), error) {
 // resolve finds the container ref names and returns the ID and entries of
 // the namespace's owner: ref itself, or, when ref is a joiner, the
 // container it joined.
-func resolve(ctx context.Context, store *registry.Files, ref string) (string, []*registry.Entry, error) {
+func resolve(ctx context.Context, store *registry.Attachments, ref string) (string, []*registry.Entry, error) {
 	entries, err := store.Find(ctx, ref)
 	name := ref
 	for hops := 0; ; hops++ {
@@ -166,7 +166,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 }
 
 // notJoined refuses an ADD of an attachment that has already joined.
-func notJoined(ctx context.Context, store *registry.Files, network string, args *skel.CmdArgs) error {
+func notJoined(ctx context.Context, store *registry.Attachments, network string, args *skel.CmdArgs) error {
 	prev, err := store.Get(ctx, network, args.ContainerID, args.IfName)
 	if err == nil {
 		return cni.Errorf(cni.CodeConflict, "%s: %s (%s) has already joined %s on network %s; DEL it first", plugin, args.ContainerID, args.IfName, prev.JoinedTo, network)
@@ -182,7 +182,7 @@ func notJoined(ctx context.Context, store *registry.Files, network string, args 
 // killed half way leaves an entry DEL can act on rather than a mount
 // nothing knows about (DEL unmounts only a path that refers to the joined
 // namespace).
-func register(ctx context.Context, c *Config, store *registry.Files, join *registry.Entry, targetPath string) error {
+func register(ctx context.Context, c *Config, store *registry.Attachments, join *registry.Entry, targetPath string) error {
 	unlock, err := lockJoins(c)
 	if err != nil {
 		return cni.Wrap(cni.CodeIOFailure, err, "%s", plugin)
@@ -250,7 +250,7 @@ func cmdDel(args *skel.CmdArgs) error {
 
 // leave undoes one join: unmount (if the path still refers to the joined
 // namespace), then forget.
-func leave(ctx context.Context, store *registry.Files, e *registry.Entry) error {
+func leave(ctx context.Context, store *registry.Attachments, e *registry.Entry) error {
 	if e.Netns != "" {
 		if err := unbind(e.Netns, nsID{Dev: e.NetnsDev, Ino: e.NetnsIno}); err != nil {
 			return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
@@ -338,6 +338,9 @@ func cmdGC(args *skel.CmdArgs) error {
 		if err := leave(ctx, store, e); err != nil {
 			return err
 		}
+	}
+	if err := store.Sweep(); err != nil {
+		return cni.Wrap(cni.CodeIOFailure, err, "%s: gc", plugin)
 	}
 	return nil
 }

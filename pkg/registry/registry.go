@@ -148,7 +148,7 @@ type Config struct {
 	Dir string `json:"dir,omitempty"`
 	// Endpoints are the etcd client URLs ("http://127.0.0.1:2379"). The
 	// plugin uses them with clientv3; the DNS sidecar follows the keys
-	// through etcd's JSON gateway on the same URLs (EtcdWatch), which etcd
+	// through etcd's JSON gateway on the same URLs (pkg/registry/etcdwatch), which etcd
 	// serves unless started with --enable-grpc-gateway=false.
 	Endpoints []string `json:"endpoints,omitempty"`
 	// Prefix is the etcd key prefix; default "/berth/registry/".

@@ -246,11 +246,13 @@ func cmdDel(args *skel.CmdArgs) error {
 	// DEL that fails half way is simply retried by the runtime.
 	ipamDone := make(chan error, 1)
 	go func() { ipamDone <- ipamFor(conf, args).Del() }()
+	forgetDone := make(chan error, 1)
+	go func() { forgetDone <- registry.ForgetAttachment(conf.AttachmentsDir, conf.Name, args) }()
 	tearErr := teardown(conf, args, prev)
 	if err := <-ipamDone; err != nil && tearErr == nil {
 		return err
 	}
-	if err := registry.ForgetAttachment(conf.AttachmentsDir, conf.Name, args); err != nil && tearErr == nil {
+	if err := <-forgetDone; err != nil && tearErr == nil {
 		return cni.Wrap(cni.CodeIOFailure, err, "%s: forgetting the attachment", plugin)
 	}
 	return tearErr

@@ -3,7 +3,7 @@ package sidecar
 // Names other hosts register: for a network whose registry is etcd, the
 // sidecar follows the network's keys itself, so that a container started on
 // another host resolves here without any local ADD, DEL or GC. It does so
-// through etcd's JSON gateway (registry.EtcdWatch), not clientv3, to stay
+// through etcd's JSON gateway (etcdwatch.Watch), not clientv3, to stay
 // small (see the package comment).
 //
 // Records are split by owner to keep the two sources from racing: local
@@ -19,11 +19,12 @@ import (
 
 	bdns "github.com/berthnet/berth/pkg/dns"
 	"github.com/berthnet/berth/pkg/registry"
+	"github.com/berthnet/berth/pkg/registry/etcdwatch"
 )
 
 type watch struct {
 	network string
-	src     *registry.EtcdWatch
+	src     *etcdwatch.Watch
 	// Guarded by server.mu.
 	applied int64                  // etcd revision the remote records are at
 	remote  map[string]bdns.Record // by key
@@ -42,7 +43,7 @@ func (s *server) follow(n bdns.Network, cfg *registry.Config, recs []bdns.Record
 	}
 	w := &watch{
 		network: n.Name, net: n, remote: map[string]bdns.Record{},
-		src: &registry.EtcdWatch{Endpoints: cfg.Endpoints, Prefix: cfg.Prefix, Network: n.Name},
+		src: &etcdwatch.Watch{Endpoints: cfg.Endpoints, Prefix: cfg.Prefix, Network: n.Name},
 	}
 	for _, r := range recs {
 		if r.Remote {
@@ -69,7 +70,7 @@ func (s *server) watchLoop(w *watch) {
 			s.mu.Lock()
 			from := w.applied
 			s.mu.Unlock()
-			err = w.src.Watch(s.ctx, from, func(ev registry.WatchEvent) { s.applyEvent(w, ev) })
+			err = w.src.Watch(s.ctx, from, func(ev etcdwatch.Event) { s.applyEvent(w, ev) })
 		}
 		if s.ctx.Err() != nil {
 			return
@@ -121,7 +122,7 @@ func (s *server) resync(w *watch) error {
 	return nil
 }
 
-func (s *server) applyEvent(w *watch, ev registry.WatchEvent) {
+func (s *server) applyEvent(w *watch, ev etcdwatch.Event) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.exiting || ev.Revision <= w.applied {

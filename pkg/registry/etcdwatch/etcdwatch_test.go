@@ -1,4 +1,4 @@
-package registry_test
+package etcdwatch_test
 
 import (
 	"context"
@@ -8,13 +8,14 @@ import (
 
 	"github.com/berthnet/berth/pkg/registry"
 	"github.com/berthnet/berth/pkg/registry/etcdstore"
+	"github.com/berthnet/berth/pkg/registry/etcdwatch"
 	"github.com/berthnet/berth/pkg/registry/registrytest"
 )
 
 // TestEtcdWatch: what the clientv3 backend writes, the JSON-gateway watch
 // reads back: a snapshot, then puts and deletes in order, and only the
 // watched network's.
-func TestEtcdWatch(t *testing.T) {
+func TestWatch(t *testing.T) {
 	ep := registrytest.StartEtcd(t)
 	const prefix = "/watch-test/"
 	s, err := etcdstore.Open([]string{ep}, prefix, 0)
@@ -34,7 +35,7 @@ func TestEtcdWatch(t *testing.T) {
 	put("net1", "aaaa", "10.1.0.2/24")
 	put("net2", "cccc", "10.2.0.2/24")
 
-	w := &registry.EtcdWatch{Endpoints: []string{"http://127.0.0.1:1", ep}, Prefix: prefix, Network: "net1"}
+	w := &etcdwatch.Watch{Endpoints: []string{"http://127.0.0.1:1", ep}, Prefix: prefix, Network: "net1"}
 	entries, rev, err := w.Snapshot(ctx)
 	if err != nil {
 		t.Fatalf("snapshot (first endpoint refuses, the second answers): %v", err)
@@ -42,10 +43,10 @@ func TestEtcdWatch(t *testing.T) {
 	if len(entries) != 1 || entries[0].ContainerID != "aaaa" || rev == 0 {
 		t.Fatalf("snapshot: got %d entries at revision %d, want aaaa only", len(entries), rev)
 	}
-	events := make(chan registry.WatchEvent, 10)
+	events := make(chan etcdwatch.Event, 10)
 	wctx, wcancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- w.Watch(wctx, rev, func(ev registry.WatchEvent) { events <- ev }) }()
+	go func() { done <- w.Watch(wctx, rev, func(ev etcdwatch.Event) { events <- ev }) }()
 
 	put("net2", "dddd", "10.2.0.3/24") // another network: not seen
 	put("net1", "bbbb", "10.1.0.3/24")

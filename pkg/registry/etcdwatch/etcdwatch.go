@@ -1,4 +1,7 @@
-package registry
+// Package etcdwatch follows a network's registry entries in etcd through
+// etcd's JSON gateway. It is a package of its own so that importing
+// pkg/registry (every attaching plugin does) never links net/http.
+package etcdwatch
 
 import (
 	"bufio"
@@ -12,15 +15,17 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/berthnet/berth/pkg/registry"
 )
 
-// EtcdWatch follows one network's entries in etcd through etcd's JSON
+// Watch follows one network's entries in etcd through etcd's JSON
 // gateway (POST /v3/kv/range and /v3/watch, plain HTTP and JSON, which etcd
 // serves on its client URLs by default since 3.3). It exists beside the
 // clientv3 backend (pkg/registry/etcdstore) for the DNS sidecar: a process
 // that runs for as long as containers do and must stay small, and that
 // linking gRPC and protobuf would make twice as large. It only reads.
-type EtcdWatch struct {
+type Watch struct {
 	// Endpoints are etcd client URLs, tried in order.
 	Endpoints []string
 	// Prefix is the registry's key prefix, as in Config.
@@ -31,14 +36,14 @@ type EtcdWatch struct {
 	Client *http.Client
 }
 
-// WatchEvent is one change of an entry of the network.
-type WatchEvent struct {
+// Event is one change of an entry of the network.
+type Event struct {
 	// Revision is the etcd revision of the change.
 	Revision int64
 	// Key is the attachment's EntryName (containerID@ifname).
 	Key string
 	// Entry is the new value; nil for a deletion.
-	Entry *Entry
+	Entry *registry.Entry
 }
 
 type kv struct {
@@ -51,13 +56,13 @@ type header struct {
 	Revision json.Number `json:"revision"`
 }
 
-func (w *EtcdWatch) keyRange() (key, end string) {
-	p := EtcdPrefix(w.Prefix) + w.Network + "/"
+func (w *Watch) keyRange() (key, end string) {
+	p := registry.EtcdPrefix(w.Prefix) + w.Network + "/"
 	// The range end of a prefix: the prefix with its last byte + 1 ('/'+1).
 	return base64.StdEncoding.EncodeToString([]byte(p)), base64.StdEncoding.EncodeToString([]byte(p[:len(p)-1] + "0"))
 }
 
-func (w *EtcdWatch) post(ctx context.Context, path string, body any) (*http.Response, error) {
+func (w *Watch) post(ctx context.Context, path string, body any) (*http.Response, error) {
 	b, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
@@ -93,7 +98,7 @@ func (w *EtcdWatch) post(ctx context.Context, path string, body any) (*http.Resp
 }
 
 // Snapshot returns the network's entries and the revision they are at.
-func (w *EtcdWatch) Snapshot(ctx context.Context) ([]*Entry, int64, error) {
+func (w *Watch) Snapshot(ctx context.Context) ([]*registry.Entry, int64, error) {
 	key, end := w.keyRange()
 	resp, err := w.post(ctx, "/v3/kv/range", map[string]string{"key": key, "range_end": end})
 	if err != nil {
@@ -111,7 +116,7 @@ func (w *EtcdWatch) Snapshot(ctx context.Context) ([]*Entry, int64, error) {
 	if err != nil {
 		return nil, 0, fmt.Errorf("registry: etcd range %s: revision %q: %w", w.Network, r.Header.Revision, err)
 	}
-	out := make([]*Entry, 0, len(r.Kvs))
+	out := make([]*registry.Entry, 0, len(r.Kvs))
 	for _, kv := range r.Kvs {
 		e, err := decodeEntry(kv.Value)
 		if err != nil {
@@ -122,12 +127,12 @@ func (w *EtcdWatch) Snapshot(ctx context.Context) ([]*Entry, int64, error) {
 	return out, rev, nil
 }
 
-func decodeEntry(b64 string) (*Entry, error) {
+func decodeEntry(b64 string) (*registry.Entry, error) {
 	b, err := base64.StdEncoding.DecodeString(b64)
 	if err != nil {
 		return nil, err
 	}
-	var e Entry
+	var e registry.Entry
 	if err := json.Unmarshal(b, &e); err != nil {
 		return nil, err
 	}
@@ -137,7 +142,7 @@ func decodeEntry(b64 string) (*Entry, error) {
 // Watch calls fn for every change after revision rev, in order, until ctx
 // ends (nil) or the stream fails or etcd cancels it (an error: the caller
 // takes a new Snapshot and watches again).
-func (w *EtcdWatch) Watch(ctx context.Context, rev int64, fn func(WatchEvent)) error {
+func (w *Watch) Watch(ctx context.Context, rev int64, fn func(Event)) error {
 	key, end := w.keyRange()
 	resp, err := w.post(ctx, "/v3/watch", map[string]any{"create_request": map[string]string{
 		"key": key, "range_end": end, "start_revision": strconv.FormatInt(rev+1, 10),
@@ -146,7 +151,7 @@ func (w *EtcdWatch) Watch(ctx context.Context, rev int64, fn func(WatchEvent)) e
 		return fmt.Errorf("registry: etcd watch %s: %w", w.Network, err)
 	}
 	defer resp.Body.Close()
-	prefix := EtcdPrefix(w.Prefix) + w.Network + "/"
+	prefix := registry.EtcdPrefix(w.Prefix) + w.Network + "/"
 	dec := json.NewDecoder(bufio.NewReader(resp.Body))
 	for {
 		var msg struct {
@@ -180,7 +185,7 @@ func (w *EtcdWatch) Watch(ctx context.Context, rev int64, fn func(WatchEvent)) e
 				return fmt.Errorf("registry: etcd watch %s: key: %w", w.Network, err)
 			}
 			r, _ := ev.Kv.ModRevision.Int64()
-			out := WatchEvent{Revision: r, Key: strings.TrimPrefix(string(k), prefix)}
+			out := Event{Revision: r, Key: strings.TrimPrefix(string(k), prefix)}
 			if ev.Type != "DELETE" {
 				if out.Entry, err = decodeEntry(ev.Kv.Value); err != nil {
 					return fmt.Errorf("registry: etcd watch %s: %s: %w", w.Network, k, err)

@@ -44,6 +44,13 @@ func linkName(name string, e *Entry) string {
 	return name + "@" + e.ContainerID + "@" + e.Network + "@" + e.IfName
 }
 
+// indexed tells the names that get a link: not the short ID (a prefix of
+// the ID, which Find tries anyway, so a link would cost every ADD a
+// system call for nothing), nor what cannot be a file name.
+func indexed(name string, e *Entry) bool {
+	return ValidName(name) == nil && !strings.HasPrefix(e.ContainerID, name) && len(linkName(name, e)) <= 255
+}
+
 // Put writes the entry, then its names' links.
 func (a *Attachments) Put(ctx context.Context, e *Entry) error {
 	if err := a.Files.Put(ctx, e); err != nil {
@@ -52,10 +59,10 @@ func (a *Attachments) Put(ctx context.Context, e *Entry) error {
 	dir := filepath.Join(a.root, namesDir)
 	target := filepath.Join("..", e.Network, EntryName(e.ContainerID, e.IfName)+".json")
 	for _, n := range e.Names {
-		l := linkName(n, e)
-		if ValidName(n) != nil || len(l) > 255 {
-			continue // not indexable: found by ID or prefix only
+		if !indexed(n, e) {
+			continue
 		}
+		l := linkName(n, e)
 		err := os.Symlink(target, filepath.Join(dir, l))
 		if errors.Is(err, fs.ErrNotExist) {
 			// The first entry of this registry: make the index.
@@ -74,7 +81,7 @@ func (a *Attachments) Put(ctx context.Context, e *Entry) error {
 func (a *Attachments) Delete(ctx context.Context, network, containerID, ifName string) error {
 	if e, err := a.Get(ctx, network, containerID, ifName); err == nil {
 		for _, n := range e.Names {
-			if ValidName(n) == nil {
+			if indexed(n, e) {
 				_ = os.Remove(filepath.Join(a.root, namesDir, linkName(n, e)))
 			}
 		}

@@ -35,6 +35,10 @@ func TestBadInput(t *testing.T) {
 			p[path[len(path)-1]] = v
 		})
 	}
+	// container-mode after a plugin that made interfaces in CNI_NETNS.
+	chained := w.Conflist([]byte(`{"cniVersion":"1.1.0","name":"chained","plugins":[
+		{"type":"bridge","bridge":"chained0","ipam":{"type":"host-local","ranges":[[{"subnet":"10.66.0.0/24"}]]}},
+		{"type":"container-mode"}]}`))
 	cases := []struct {
 		name    string
 		list    *libcni.NetworkConfigList
@@ -52,6 +56,7 @@ func TestBadInput(t *testing.T) {
 		{"attachmentsDir relative", withField([]string{"attachmentsDir"}, "rel/dir"), "j1", "", joining("web"), 7, []string{"attachmentsDir", "rel/dir"}},
 		{"joining itself", w.join, web.ID, web.NS.Path, joining("web"), 7, []string{"itself"}},
 		{"a process's namespace", w.join, "j1", "proc", joining("web"), 8, []string{"/proc/"}},
+		{"not the first plugin", chained, "j1", "", joining("web"), 7, []string{"first plugin"}},
 		{"not a namespace", w.join, "j1", "regular", joining("web"), 8, []string{"not a namespace"}},
 	}
 	for _, tt := range cases {

@@ -438,3 +438,29 @@ func TestVersions(t *testing.T) {
 		})
 	}
 }
+
+// TestJoinSeesKernel: a target on two networks (docker network connect)
+// gives its joiner both interfaces; what the result reports is checked
+// against the kernel: a MAC changed after the attachment is reported as
+// it is now, an address removed by hand is not reported.
+func TestJoinSeesKernel(t *testing.T) {
+	w := newWorld(t)
+	web := w.run("multi0123456789", "web")
+	other := w.Conflist(nstest.Example(t, "docker-network.conflist"), func(m map[string]any) { m["name"] = "backend" })
+	_, res1 := w.Attach(other, web, "eth1")
+	web.NS.MustExec(t, "ip", "link", "set", "eth0", "address", "02:00:00:00:be:ef")
+	web.NS.MustExec(t, "ip", "addr", "del", res1.IPs[0].Address.String(), "dev", "eth1")
+
+	j := w.joinOf("mj0123456789", "j", "web")
+	var names, macs []string
+	for _, itf := range j.Res.Interfaces {
+		names, macs = append(names, itf.Name), append(macs, itf.Mac)
+	}
+	if !slices.Equal(names, []string{"eth0", "eth1"}) || macs[0] != "02:00:00:00:be:ef" {
+		t.Fatalf("interfaces: got %v %v, want eth0 (02:00:00:00:be:ef) and eth1", names, macs)
+	}
+	if len(j.Res.IPs) != 1 || j.Res.IPs[0].Address.String() != web.Res.IPs[0].Address.String() || *j.Res.IPs[0].Interface != 0 {
+		t.Fatalf("IPs: got %v, want only eth0's %s (eth1's was removed)", j.Res.IPs, web.Res.IPs[0].Address.String())
+	}
+	mustIn(t, j.NS.Path, "ip", "link", "show", "eth1")
+}

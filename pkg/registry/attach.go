@@ -124,12 +124,13 @@ func RecordAttachment(dir, network string, args *skel.CmdArgs, res *current.Resu
 }
 
 // ForgetAttachment removes the entry of (network, args.ContainerID,
-// args.IfName), for DEL: a missing entry, registry or a key that cannot
-// have been recorded is not an error, and nothing is created.
+// args.IfName), for DEL: a missing entry or registry, and a key or dir that
+// cannot have been recorded (a config ADD refused), are not errors, and
+// nothing is created.
 func ForgetAttachment(dir, network string, args *skel.CmdArgs) error {
 	root, err := AttachmentsDir(dir)
 	if err != nil {
-		return err
+		return nil //nolint:nilerr // RecordAttachment refused it: nothing recorded
 	}
 	if ValidKey(network, args.ContainerID, args.IfName) != nil || !isDir(root) {
 		return nil

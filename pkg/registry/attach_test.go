@@ -151,8 +151,12 @@ func TestForgetAndGC(t *testing.T) {
 	if _, err := os.Stat(missing); !os.IsNotExist(err) {
 		t.Fatalf("ForgetAttachment created %s: %v", missing, err)
 	}
-	if err := registry.ForgetAttachment("relative", "bridge", args); err == nil {
+	// A relative dir: RecordAttachment refuses it, so DEL has nothing to do.
+	if err := registry.RecordAttachment("relative", "bridge", args, bridgeResult("172.17.0.2")); err == nil {
 		t.Fatal("a relative attachmentsDir was accepted")
+	}
+	if err := registry.ForgetAttachment("relative", "bridge", args); err != nil {
+		t.Fatalf("ForgetAttachment with a dir ADD refuses: %v", err)
 	}
 
 	dir := t.TempDir()

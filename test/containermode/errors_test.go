@@ -191,3 +191,20 @@ func TestBridgeRecords(t *testing.T) {
 		}
 	}
 }
+
+// TestBridgeRelativeAttachmentsDir: the bridge refuses a relative
+// attachmentsDir at ADD (code 7, naming it, nothing left), and its DEL
+// with that config succeeds, as DEL must for any config ADD refused.
+func TestBridgeRelativeAttachmentsDir(t *testing.T) {
+	w := newWorld(t)
+	bad := w.Conflist(nstest.Example(t, "docker-default.conflist"), nstest.SetField(0, "attachmentsDir", "rel/dir"))
+	c := nstest.NewNS(t, "c")
+	rc := nstest.Attachment("reldir0123456789", c, "eth0")
+	e := w.addErr(bad, rc)
+	if e.Code != 7 || !strings.Contains(e.Msg, "attachmentsDir") || !strings.Contains(e.Msg, "rel/dir") {
+		t.Fatalf("got %d %q, want 7 naming attachmentsDir", e.Code, e.Msg)
+	}
+	if out := w.Host.MustExec(t, "ip", "-o", "link", "show"); strings.Contains(out, link.HostVethName(rc.ContainerID, "eth0")) {
+		t.Fatalf("the refused ADD left its veth: %s", out)
+	}
+}

@@ -7,6 +7,7 @@
 //	go run ./hack/bench -n 100 -portmap -ref /tmp/ref   # the Docker-like chain with one published port
 //	go run ./hack/bench -n 1000 -portmap                # scale: first 100 vs last 100
 //	go run ./hack/bench -n 500 -parallel 32 -ref /tmp/ref
+//	go run ./hack/bench -n 100 -join                   # container-mode: N joins of one attached target
 //
 // The reference plugins: GOBIN=/tmp/ref go install
 // github.com/containernetworking/plugins/plugins/{main/bridge,ipam/host-local,meta/portmap}@v1.9.1
@@ -36,6 +37,7 @@ func main() {
 	portmap := flag.Bool("portmap", false, "chain portmap with one published port per container")
 	masq := flag.Bool("masq", true, "bridge ipMasq")
 	parallel := flag.Int("parallel", 1, "concurrent ADDs (then DELs); >1 reports throughput")
+	join := flag.Bool("join", false, "container-mode: attach one target through the chain, then measure N containers joining it (berth only)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fatal(fmt.Errorf("needs root (network namespaces)"))
@@ -44,7 +46,10 @@ func main() {
 	if berth == "" {
 		berth = "bin"
 	}
-	b := &bench{n: *n, portmap: *portmap, masq: *masq, prefix: fmt.Sprintf("bb%d", os.Getpid()%100000)}
+	if *join && *ref != "" {
+		fatal(fmt.Errorf("-join measures berth's container-mode, which the reference plugins lack: drop -ref"))
+	}
+	b := &bench{n: *n, portmap: *portmap, masq: *masq, join: *join, prefix: fmt.Sprintf("bb%d", os.Getpid()%100000)}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() {
@@ -69,6 +74,7 @@ type bench struct {
 	n       int
 	portmap bool
 	masq    bool
+	join    bool
 	prefix  string
 
 	mu    sync.Mutex
@@ -90,6 +96,11 @@ type impl struct {
 	del    []time.Duration
 	ips    map[string]int
 	failed int
+
+	// With -join: the target every container joins, attached through
+	// chain; list is then the container-mode list.
+	target *sandbox.NS
+	chain  *libcni.NetworkConfigList
 }
 
 func (b *bench) run(berth, ref string, parallel int) error {
@@ -101,6 +112,9 @@ func (b *bench) run(berth, ref string, parallel int) error {
 		if err := b.newImpl(d[0], d[1]); err != nil {
 			return err
 		}
+	}
+	if b.join {
+		fmt.Printf("container-mode joins of one target on bridge+host-local, N=%d, parallel=%d\n", b.n, parallel)
 	}
 	fmt.Printf("chain: bridge(ipMasq=%v)+host-local%s, N=%d, parallel=%d\n", b.masq, map[bool]string{true: "+portmap", false: ""}[b.portmap], b.n, parallel)
 	if parallel > 1 {
@@ -153,6 +167,11 @@ func (b *bench) newImpl(name, dir string) error {
 	if im.list, err = b.conflist(state); err != nil {
 		return err
 	}
+	if b.join {
+		if err := im.attachTarget(b); err != nil {
+			return err
+		}
+	}
 	for i := range im.ctrs {
 		if im.ctrs[i], err = sandbox.NewNS(fmt.Sprintf("%s-%s-%d", b.prefix, name, i)); err != nil {
 			return err
@@ -164,6 +183,9 @@ func (b *bench) newImpl(name, dir string) error {
 func (b *bench) conflist(state string) (*libcni.NetworkConfigList, error) {
 	plugins := []map[string]any{{
 		"type": "bridge", "bridge": "bench0", "isGateway": true, "isDefaultGateway": true, "ipMasq": b.masq,
+		// The attachments registry under the run's state, never the
+		// machine's /run/cni (the reference ignores the field).
+		"attachmentsDir": filepath.Join(state, "attachments"),
 		"ipam": map[string]any{
 			"type": "host-local", "dataDir": filepath.Join(state, "networks"),
 			"ranges": []any{[]any{map[string]any{"subnet": "10.200.0.0/16"}}},
@@ -179,8 +201,39 @@ func (b *bench) conflist(state string) (*libcni.NetworkConfigList, error) {
 	return libcni.ConfListFromBytes(raw)
 }
 
+// attachTarget attaches the container every -join container joins, and
+// switches the measured list to container-mode.
+func (im *impl) attachTarget(b *bench) error {
+	var err error
+	if im.target, err = sandbox.NewNS(fmt.Sprintf("%s-%s-target", b.prefix, im.name)); err != nil {
+		return err
+	}
+	im.chain = im.list
+	if _, err := im.rt.Add(context.Background(), im.chain, im.targetRC()); err != nil {
+		return fmt.Errorf("%s: attaching the target: %w", im.name, err)
+	}
+	raw, err := json.Marshal(map[string]any{"cniVersion": "1.0.0", "name": "bench-join", "plugins": []map[string]any{{
+		"type": "container-mode", "attachmentsDir": filepath.Join(im.state, "attachments"),
+	}}})
+	if err != nil {
+		return err
+	}
+	im.list, err = libcni.ConfListFromBytes(raw)
+	return err
+}
+
+func (im *impl) targetRC() *libcni.RuntimeConf {
+	rc := sandbox.Attachment("bench-"+im.name+"-target", im.target, "eth0")
+	rc.Args = [][2]string{{"K8S_POD_NAME", "target"}}
+	return rc
+}
+
 func (im *impl) rc(b *bench, i int) *libcni.RuntimeConf {
 	rc := sandbox.Attachment(fmt.Sprintf("bench-%s-%d", im.name, i), im.ctrs[i], "eth0")
+	// DEL (called with an empty bench) needs no target.
+	if b.join {
+		rc.Args = [][2]string{{"CONTAINER", "target"}}
+	}
 	if b.portmap {
 		rc.CapabilityArgs = map[string]any{"portMappings": []map[string]any{
 			{"hostPort": 20000 + i, "containerPort": 80, "protocol": "tcp"},
@@ -275,6 +328,11 @@ func (b *bench) runParallel(workers int) error {
 				dups++
 			}
 		}
+		if b.join {
+			// Every join reports the target's address: no duplicates to count.
+			fmt.Printf("%-6s failures: %d\n", im.name, im.failed)
+			continue
+		}
 		fmt.Printf("%-6s failures: %d, duplicate IPs: %d\n", im.name, im.failed, dups)
 	}
 	b.report()
@@ -338,6 +396,10 @@ func (b *bench) cleanup() {
 			if added && im.rt != nil {
 				_ = im.rt.Del(context.Background(), im.list, im.rc(b, i))
 			}
+		}
+		if im.target != nil {
+			_ = im.rt.Del(context.Background(), im.chain, im.targetRC())
+			_ = im.target.Delete()
 		}
 		for _, c := range im.ctrs {
 			if c != nil {

@@ -22,6 +22,7 @@ func withDataDir(raw []byte, dir string, patch func(map[string]any)) (*libcni.Ne
 		pm := p.(map[string]any)
 		typ, _ := pm["type"].(string)
 		pm["dataDir"] = filepath.Join(dir, typ)
+		pm["attachmentsDir"] = filepath.Join(dir, "attachments")
 		if ipam, ok := pm["ipam"].(map[string]any); ok {
 			ipam["dataDir"] = filepath.Join(dir, "networks")
 		}

@@ -54,8 +54,9 @@ func Conflist(t testing.TB, raw []byte, patches ...func(map[string]any)) *libcni
 	return list
 }
 
-// DataDir points every plugin's state at dir/<type> and its ipam's at
-// dir/networks (host-local's layout: dataDir/<network>/<ip>), so tests never
+// DataDir points every plugin's state at dir/<type>, its ipam's at
+// dir/networks (host-local's layout: dataDir/<network>/<ip>) and the
+// attachments registry at dir/attachments, so tests never
 // share /var/lib/cni or /run/cni with the machine or each other. Plugins
 // ignore fields they do not know, so setting dataDir everywhere is harmless.
 func DataDir(dir string) func(map[string]any) {
@@ -68,6 +69,9 @@ func DataDir(dir string) func(map[string]any) {
 			}
 			typ, _ := pm["type"].(string)
 			pm["dataDir"] = filepath.Join(dir, typ)
+			// One attachments registry shared by every plugin of the
+			// test, as /run/cni/berth/attachments is on a node.
+			pm["attachmentsDir"] = filepath.Join(dir, "attachments")
 			if ipam, ok := pm["ipam"].(map[string]any); ok && len(ipam) > 0 {
 				ipam["dataDir"] = filepath.Join(dir, "networks")
 			}

@@ -167,3 +167,6 @@ func (f *Files) Networks(context.Context) ([]string, error) {
 	sort.Strings(out)
 	return out, nil
 }
+
+// Root is the store's directory.
+func (f *Files) Root() string { return f.root }

@@ -2,6 +2,9 @@
 // interface on a network (container ID, ifname, netns, IPs, MAC, names,
 // aliases). The dnsname plugin writes it and its DNS sidecar answers from
 // it; with the etcd backend, the hosts of a network share its entries.
+// container-mode finds the container to join in the attachments registry
+// (attach.go) that every attaching plugin writes, looked up by ID, name or
+// ID prefix (find.go).
 //
 // Two backends implement Store: local files (the embedded default, under
 // /run/cni, written atomically and locked; this package) and etcd v3 for
@@ -17,6 +20,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/berthnet/berth/pkg/cni"
 )
@@ -54,6 +59,22 @@ type Entry struct {
 	// network goes, and no second write is needed per ADD.
 	DNS     DNSConfig `json:"dns"`
 	Created time.Time `json:"created"`
+
+	// The fields below are those of the attachments registry (attach.go),
+	// which container-mode resolves targets in.
+
+	// HostIf is the interface's host end (the bridge's veth), if any.
+	HostIf string `json:"hostIf,omitempty"`
+	// Routes and ResolvConf are the attaching plugin's result, for a
+	// container joining this one's namespace to report.
+	Routes     []*types.Route `json:"routes,omitempty"`
+	ResolvConf *types.DNS     `json:"resolvConf,omitempty"`
+	// JoinedTo is set on a container-mode join: the ID of the container
+	// whose namespace Netns was made to refer to, and that namespace's
+	// identity (nsfs device and inode) at the time.
+	JoinedTo string `json:"joinedTo,omitempty"`
+	NetnsDev uint64 `json:"netnsDev,omitempty"`
+	NetnsIno uint64 `json:"netnsIno,omitempty"`
 }
 
 // DNSConfig is a network's name-resolution settings.

@@ -14,6 +14,7 @@ import (
 	"github.com/berthnet/berth/pkg/cni"
 	"github.com/berthnet/berth/pkg/firewall"
 	"github.com/berthnet/berth/pkg/link"
+	"github.com/berthnet/berth/pkg/registry"
 )
 
 func cmdAdd(args *skel.CmdArgs) error {
@@ -153,6 +154,10 @@ func cmdAdd(args *skel.CmdArgs) error {
 	for _, ipc := range result.IPs {
 		ipc.Interface = &contIdx
 	}
+	if err := registry.RecordAttachment(conf.AttachmentsDir, conf.Name, args, result); err != nil {
+		return cni.Wrap(cni.CodeIOFailure, err, "%s: recording the attachment", plugin)
+	}
+	undo = append(undo, func() { _ = registry.ForgetAttachment(conf.AttachmentsDir, conf.Name, args) })
 	committed = true
 	return cni.Print(result, conf.CNIVersion)
 }
@@ -241,9 +246,14 @@ func cmdDel(args *skel.CmdArgs) error {
 	// DEL that fails half way is simply retried by the runtime.
 	ipamDone := make(chan error, 1)
 	go func() { ipamDone <- ipamFor(conf, args).Del() }()
+	forgetDone := make(chan error, 1)
+	go func() { forgetDone <- registry.ForgetAttachment(conf.AttachmentsDir, conf.Name, args) }()
 	tearErr := teardown(conf, args, prev)
 	if err := <-ipamDone; err != nil && tearErr == nil {
 		return err
+	}
+	if err := <-forgetDone; err != nil && tearErr == nil {
+		return cni.Wrap(cni.CodeIOFailure, err, "%s: forgetting the attachment", plugin)
 	}
 	return tearErr
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/berthnet/berth/pkg/cni"
 	"github.com/berthnet/berth/pkg/firewall"
 	"github.com/berthnet/berth/pkg/link"
+	"github.com/berthnet/berth/pkg/registry"
 )
 
 const plugin = "bridge"
@@ -51,6 +52,9 @@ type NetConf struct {
 	RuntimeConfig struct {
 		Mac string `json:"mac"`
 	} `json:"runtimeConfig"`
+
+	// attachmentsDir: where the attachment is recorded for container-mode.
+	registry.AttachConf
 
 	// mac is the MAC asked for (runtimeConfig.mac, then args.cni.mac).
 	mac net.HardwareAddr

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -51,34 +50,15 @@ type NetConf struct {
 	// Registry selects the backend; default: files under DataDir/registry.
 	Registry *registry.Config `json:"registry"`
 
+	// attachmentsDir: the attachments registry (not the names registry
+	// above), where ADD completes the entry with the DNS it adds.
+	registry.AttachConf
+
 	RuntimeConfig struct {
 		Aliases map[string][]string `json:"aliases"`
 	} `json:"runtimeConfig"`
 
 	upstreams []netip.AddrPort
-}
-
-// podArgs are the CNI_ARGS we read: the container's name comes in
-// K8S_POD_NAME from Podman and kubelets.
-type podArgs struct {
-	types.CommonArgs
-	K8S_POD_NAME types.UnmarshallableString //nolint:revive // the wire name
-}
-
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$`)
-
-// validName checks a name or alias: DNS characters, at most 253 bytes,
-// labels of at most 63.
-func validName(s string) error {
-	if len(s) > 253 || !nameRE.MatchString(s) {
-		return errors.New("must be letters, digits, '_', '-' and '.', not starting or ending with '-' or '.'")
-	}
-	for _, l := range strings.Split(s, ".") {
-		if l == "" || len(l) > 63 {
-			return errors.New("each dot-separated label must have 1 to 63 characters")
-		}
-	}
-	return nil
 }
 
 // errNeverAdded: the config is one no ADD can have succeeded with, so DEL
@@ -100,7 +80,7 @@ func loadConf(stdin []byte, lenient bool) (*NetConf, error) {
 		c.DomainName = "dns.podman"
 	}
 	c.DomainName = strings.TrimSuffix(c.DomainName, ".")
-	if err := validName(c.DomainName); err != nil && !lenient {
+	if err := registry.ValidName(c.DomainName); err != nil && !lenient {
 		return nil, cni.InvalidField(plugin, "domainName", fmt.Sprintf("%q", c.DomainName), err.Error())
 	}
 	if c.DataDir == "" {
@@ -154,7 +134,7 @@ func loadConf(stdin []byte, lenient bool) (*NetConf, error) {
 		return nil, cni.Errorf(cni.CodeUnsupportedField, "%s: dockerCompat true: not supported yet; remove it (containers get the gateway address as nameserver)", plugin)
 	}
 	for _, a := range c.RuntimeConfig.Aliases[c.Name] {
-		if err := validName(a); err != nil {
+		if err := registry.ValidName(a); err != nil {
 			return nil, cni.InvalidField(plugin, "runtimeConfig.aliases["+c.Name+"]", fmt.Sprintf("%q", a), err.Error())
 		}
 	}
@@ -200,25 +180,11 @@ func buildEntry(c *NetConf, args *skel.CmdArgs, prev *current.Result) (*registry
 	for _, u := range c.upstreams {
 		e.DNS.Upstreams = append(e.DNS.Upstreams, u.String())
 	}
-	var pa podArgs
-	pa.IgnoreUnknown = true
-	if err := types.LoadArgs(args.Args, &pa); err != nil {
-		return nil, cni.Errorf(cni.CodeInvalidEnv, "%s: CNI_ARGS: %v", plugin, err)
+	names, err := registry.ContainerNames(args.Args, args.ContainerID)
+	if err != nil {
+		return nil, cni.Errorf(cni.CodeInvalidEnv, "%s: %v", plugin, err)
 	}
-	if n := string(pa.K8S_POD_NAME); n != "" {
-		if err := validName(n); err != nil {
-			return nil, cni.Errorf(cni.CodeInvalidEnv, "%s: CNI_ARGS K8S_POD_NAME %q: %v", plugin, n, err)
-		}
-		e.Names = append(e.Names, n)
-	}
-	// Docker resolves the short (12-character) container ID too.
-	short := args.ContainerID
-	if len(short) > 12 {
-		short = short[:12]
-	}
-	if validName(short) == nil && !slices.Contains(e.Names, short) {
-		e.Names = append(e.Names, short)
-	}
+	e.Names = names
 	e.Aliases = append(e.Aliases, c.RuntimeConfig.Aliases[c.Name]...)
 
 	for _, ipc := range prev.IPs {
@@ -309,6 +275,11 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if res.DNS.Domain == "" {
 		res.DNS.Domain = c.DomainName
 	}
+	// Containers joining this one (container-mode) report its DNS: the
+	// attachment's entry gets the final result, this name server included.
+	if err := registry.RecordAttachment(c.AttachmentsDir, c.Name, args, res); err != nil {
+		return cni.Wrap(cni.CodeIOFailure, err, "%s: recording the attachment", plugin)
+	}
 	committed = true
 	return cni.Print(res, c.CNIVersion)
 }
@@ -348,6 +319,9 @@ func cmdDel(args *skel.CmdArgs) error {
 	}
 	if err := c.client(store).Notify(sidecar.Del(c.Name, registry.EntryName(args.ContainerID, args.IfName)), false); err != nil {
 		return cni.Wrap(cni.CodeTryAgain, err, "%s: dns server", plugin)
+	}
+	if err := registry.ForgetAttachment(c.AttachmentsDir, c.Name, args); err != nil {
+		return cni.Wrap(cni.CodeIOFailure, err, "%s: forgetting the attachment", plugin)
 	}
 	// dockerCompat is refused at ADD, so nothing of it is here to undo.
 	return nil

@@ -48,7 +48,6 @@ func AddMacvlan(h *netlink.Handle, m Macvlan) (netlink.Link, error) {
 	attrs.ParentIndex = m.Parent.Attrs().Index
 	attrs.MTU = m.MTU
 	attrs.HardwareAddr = m.MAC
-	attrs.Alias = m.Alias
 	if m.Up {
 		attrs.Flags = net.FlagUp
 	}
@@ -64,8 +63,28 @@ func AddMacvlan(h *netlink.Handle, m Macvlan) (netlink.Link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("look up macvlan %s: %w", m.Name, err)
 	}
-	return l, nil
+	return l, setAlias(in, l, m.Alias)
 }
+
+// setAlias stores the owner on a new link: the kernel ignores an alias
+// given in the creation request. A crash between the two leaves a link
+// without alias, which callers account for (pkg/linkref's pending mark).
+func setAlias(h *netlink.Handle, l netlink.Link, alias string) error {
+	if alias == "" {
+		return nil
+	}
+	if err := h.LinkSetAlias(l, alias); err != nil {
+		return fmt.Errorf("set alias of %s: %w", l.Attrs().Name, err)
+	}
+	l.Attrs().Alias = alias
+	return nil
+}
+
+// SetAlias marks an existing link as owned (adopting one whose creator
+// died before setting its alias).
+//
+// Same as: ip link set NAME alias ALIAS
+func SetAlias(h *netlink.Handle, l netlink.Link, alias string) error { return setAlias(h, l, alias) }
 
 // DelOwned deletes the named link if its alias is one of owners; a missing
 // link, or one owned by someone else, is left alone (the result says which).

@@ -9,6 +9,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/berthnet/berth/internal/crashpoint"
 )
 
 // VlanName is the name berth gives the 802.1q sub-interface of parent for
@@ -45,6 +47,10 @@ type Vlan struct {
 	Alias  string
 }
 
+// CrashBeforeVlanAlias is the crash point (tests, -tags crashpoint)
+// between creating a sub-interface and naming its owner.
+const CrashBeforeVlanAlias = "vlan-before-alias"
+
 // ErrNoVlanSupport means the kernel cannot make 802.1q sub-interfaces (no
 // 8021q module).
 var ErrNoVlanSupport = errors.New("the kernel has no 802.1q VLAN support (module 8021q)")
@@ -59,7 +65,6 @@ func AddVlan(h *netlink.Handle, v Vlan) (netlink.Link, error) {
 	attrs.Name = v.Name
 	attrs.ParentIndex = v.Parent.Attrs().Index
 	attrs.MTU = v.MTU
-	attrs.Alias = v.Alias
 	attrs.Flags = net.FlagUp
 	err := h.LinkAdd(&netlink.Vlan{LinkAttrs: attrs, VlanId: v.ID, VlanProtocol: netlink.VLAN_PROTOCOL_8021Q})
 	if errors.Is(err, unix.EOPNOTSUPP) {
@@ -73,5 +78,6 @@ func AddVlan(h *netlink.Handle, v Vlan) (netlink.Link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("look up %s: %w", v.Name, err)
 	}
-	return l, nil
+	crashpoint.Hit(CrashBeforeVlanAlias)
+	return l, setAlias(h, l, v.Alias)
 }

@@ -40,6 +40,11 @@ func (u User) String() string { return u.Network + "/" + u.ContainerID + "/" + u
 
 type state struct {
 	Users []User `json:"users"`
+	// Pending is set while a process creates the link: the kernel takes
+	// the link's alias in a second request, so a creator killed between
+	// the two leaves a link without it. Whoever finds Pending set holds
+	// the lock after a dead creator, and knows the link is berth's.
+	Pending bool `json:"pending,omitempty"`
 }
 
 // Store is the state directory (0700; files 0600).
@@ -142,8 +147,10 @@ func (l *Locked) write(name string, st state) error {
 }
 
 // Add records u as a user of link name (once: a retried ADD is the same
-// user). Call it before creating the link.
-func (l *Locked) Add(name string, u User) error {
+// user), and with creating the link as being created (Pending), in one
+// write, before the link is created. Settle clears Pending once the link
+// carries its owner.
+func (l *Locked) Add(name string, u User, creating bool) error {
 	if err := validName(name); err != nil {
 		return err
 	}
@@ -151,10 +158,36 @@ func (l *Locked) Add(name string, u User) error {
 	if err != nil {
 		return err
 	}
-	if slices.Contains(st.Users, u) {
+	if slices.Contains(st.Users, u) && st.Pending == creating {
 		return nil
 	}
-	st.Users = append(st.Users, u)
+	if !slices.Contains(st.Users, u) {
+		st.Users = append(st.Users, u)
+	}
+	st.Pending = creating
+	return l.write(name, st)
+}
+
+// Pending reports whether link name's creator died before Settle (see
+// state.Pending).
+func (l *Locked) Pending(name string) (bool, error) {
+	if err := validName(name); err != nil {
+		return false, err
+	}
+	st, err := l.read(name)
+	return st.Pending, err
+}
+
+// Settle clears Pending: the link exists and carries its owner.
+func (l *Locked) Settle(name string) error {
+	if err := validName(name); err != nil {
+		return err
+	}
+	st, err := l.read(name)
+	if err != nil || !st.Pending {
+		return err
+	}
+	st.Pending = false
 	return l.write(name, st)
 }
 

@@ -189,23 +189,22 @@ func ensureVlan(conf *NetConf, h *netlink.Handle, store linkref.Store, user link
 		return nil, cni.Errorf(cni.CodeIOFailure, "%s: %v", plugin, err)
 	}
 	defer locked.Unlock()
-	l, err := h.LinkByName(conf.Master)
-	if err != nil && !link.IsNotFound(err) {
-		return nil, cni.Errorf(cni.CodeKernel, "%s: master %s: %v", plugin, conf.Master, err)
+	l, err := adopt(h, locked, conf.Master, vlanAlias)
+	if err != nil {
+		return nil, err
 	}
-	exists := err == nil
 	var parent netlink.Link
-	if !exists {
+	if l == nil {
 		if parent, err = vlanParent(conf, h); err != nil {
 			return nil, err
 		}
 	}
 	// Intent first: a crash from here on leaves a user GC can drop.
-	if err := locked.Add(conf.Master, user); err != nil {
+	if err := locked.Add(conf.Master, user, l == nil); err != nil {
 		return nil, cni.Errorf(cni.CodeIOFailure, "%s: %v", plugin, err)
 	}
 	*undo = append(*undo, func() { _ = release(h, store, user) })
-	if !exists {
+	if l == nil {
 		l, err = link.AddVlan(h, link.Vlan{Name: conf.Master, Parent: parent, ID: conf.vlanID, MTU: conf.MTU, Alias: vlanAlias})
 		if errors.Is(err, link.ErrNoVlanSupport) {
 			return nil, cni.Errorf(cni.CodeKernel, "%s: master %s: %v", plugin, conf.Master, err)
@@ -214,8 +213,39 @@ func ensureVlan(conf *NetConf, h *netlink.Handle, store linkref.Store, user link
 			return nil, cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
 		}
 		crashpoint.Hit(crashAfterVlan)
+		if err := locked.Settle(conf.Master); err != nil {
+			return nil, cni.Errorf(cni.CodeIOFailure, "%s: %v", plugin, err)
+		}
 	}
 	return checkMaster(conf, l)
+}
+
+// adopt returns the shared link name (nil when missing). A link whose
+// creator died between creating it and naming its owner (Pending, no
+// alias) gets its alias now.
+func adopt(h *netlink.Handle, locked *linkref.Locked, name, alias string) (netlink.Link, error) {
+	l, err := h.LinkByName(name)
+	if link.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, cni.Errorf(cni.CodeKernel, "%s: %s: %v", plugin, name, err)
+	}
+	pending, err := locked.Pending(name)
+	if err != nil {
+		return nil, cni.Errorf(cni.CodeIOFailure, "%s: %v", plugin, err)
+	}
+	if pending && l.Attrs().Alias == "" {
+		if err := link.SetAlias(h, l, alias); err != nil {
+			return nil, cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
+		}
+	}
+	if pending {
+		if err := locked.Settle(name); err != nil {
+			return nil, cni.Errorf(cni.CodeIOFailure, "%s: %v", plugin, err)
+		}
+	}
+	return l, nil
 }
 
 // vlanParent checks what a missing sub-interface would be made from: the
@@ -260,7 +290,14 @@ func release(h *netlink.Handle, store linkref.Store, user linkref.User) error {
 // alias and forgets them; others (made by an admin) are only forgotten.
 func dropUnused(h *netlink.Handle, locked *linkref.Locked, names []string) error {
 	for _, name := range names {
-		if _, err := link.DelOwned(h, name, vlanAlias, shimAlias); err != nil {
+		owners := []string{vlanAlias, shimAlias}
+		if pending, err := locked.Pending(name); err != nil {
+			return err
+		} else if pending {
+			// Its creator died before naming the owner.
+			owners = append(owners, "")
+		}
+		if _, err := link.DelOwned(h, name, owners...); err != nil {
 			return err
 		}
 		if err := locked.Forget(name); err != nil {
@@ -279,16 +316,22 @@ func addHostAccess(h *netlink.Handle, store linkref.Store, user linkref.User, ma
 		return cni.Errorf(cni.CodeIOFailure, "%s: %v", plugin, err)
 	}
 	defer locked.Unlock()
-	if err := locked.Add(name, user); err != nil {
+	shim, err := adopt(h, locked, name, shimAlias)
+	if err != nil {
+		return err
+	}
+	if err := locked.Add(name, user, shim == nil); err != nil {
 		return cni.Errorf(cni.CodeIOFailure, "%s: %v", plugin, err)
 	}
 	*undo = append(*undo, func() { _ = release(h, store, user) })
-	shim, err := h.LinkByName(name)
-	if link.IsNotFound(err) {
+	if shim == nil {
 		shim, err = link.AddMacvlan(h, link.Macvlan{Name: name, Parent: master, Mode: netlink.MACVLAN_MODE_BRIDGE, Alias: shimAlias, Up: true})
-	}
-	if err != nil {
-		return cni.Errorf(cni.CodeKernel, "%s: hostAccess shim: %v", plugin, err)
+		if err != nil {
+			return cni.Errorf(cni.CodeKernel, "%s: hostAccess shim: %v", plugin, err)
+		}
+		if err := locked.Settle(name); err != nil {
+			return cni.Errorf(cni.CodeIOFailure, "%s: %v", plugin, err)
+		}
 	}
 	if shim.Attrs().Alias != shimAlias {
 		return cni.Errorf(cni.CodeConflict, "%s: hostAccess shim %s: the name is taken by a link berth did not make", plugin, name)
@@ -366,7 +409,9 @@ func teardown(conf *NetConf, args *skel.CmdArgs, prev *current.Result) error {
 		}
 	}
 	if conf.HostAccess {
-		delHostRoutes(host, ips)
+		if err := delHostRoutes(host, ips); err != nil {
+			return cni.Errorf(cni.CodeKernel, "%s: hostAccess: %v", plugin, err)
+		}
 	}
 	if err := release(host, linkref.Store{Dir: conf.DataDir}, userOf(conf, args)); err != nil {
 		return cni.Errorf(cni.CodeIOFailure, "%s: %v", plugin, err)
@@ -395,19 +440,32 @@ func delContainerLink(cont *link.NS, conf *NetConf, args *skel.CmdArgs) error {
 	return nil
 }
 
-// delHostRoutes removes the host routes to ips that go through a shim.
-func delHostRoutes(h *netlink.Handle, ips []net.IP) {
-	for _, ip := range ips {
-		routes, err := h.RouteGet(ip)
-		if err != nil {
+// delHostRoutes removes the host routes to ips through the shims.
+func delHostRoutes(h *netlink.Handle, ips []net.IP) error {
+	if len(ips) == 0 {
+		return nil
+	}
+	links, err := h.LinkList()
+	if err != nil {
+		return fmt.Errorf("list links: %w", err)
+	}
+	for _, l := range links {
+		if l.Attrs().Alias != shimAlias {
 			continue
 		}
+		routes, err := h.RouteList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			return fmt.Errorf("routes of %s: %w", l.Attrs().Name, err)
+		}
 		for _, r := range routes {
-			l, err := h.LinkByIndex(r.LinkIndex)
-			if err != nil || l.Attrs().Alias != shimAlias {
-				continue
+			for _, ip := range ips {
+				if r.Dst != nil && r.Dst.String() == hostRoute(ip).String() {
+					if err := h.RouteDel(&r); err != nil && !link.IsNotFound(err) {
+						return fmt.Errorf("delete route %s dev %s: %w", r.Dst, l.Attrs().Name, err)
+					}
+				}
 			}
-			_ = h.RouteDel(&netlink.Route{LinkIndex: r.LinkIndex, Dst: hostRoute(ip)})
 		}
 	}
+	return nil
 }

@@ -56,7 +56,14 @@ func AddMacvlan(h *netlink.Handle, m Macvlan) (netlink.Link, error) {
 		attrs.Namespace = netlink.NsFd(m.NS.FD())
 		in = m.NS.Handle
 	}
-	if err := h.LinkAdd(&netlink.Macvlan{LinkAttrs: attrs, Mode: m.Mode, BCQueueLen: m.BCQueueLen}); err != nil {
+	err := h.LinkAdd(&netlink.Macvlan{LinkAttrs: attrs, Mode: m.Mode, BCQueueLen: m.BCQueueLen})
+	if errors.Is(err, unix.EEXIST) && m.NS != nil {
+		// Kernels before 6.x make the link in the parent's namespace and
+		// then move it, so the name must also be free there (a container's
+		// eth0 on a host with an eth0): a temporary name, renamed inside.
+		err = addRenamed(h, m, attrs)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("create macvlan %s on %s: %w", m.Name, m.Parent.Attrs().Name, err)
 	}
 	l, err := in.LinkByName(m.Name)
@@ -64,6 +71,37 @@ func AddMacvlan(h *netlink.Handle, m Macvlan) (netlink.Link, error) {
 		return nil, fmt.Errorf("look up macvlan %s: %w", m.Name, err)
 	}
 	return l, setAlias(in, l, m.Alias)
+}
+
+// addRenamed creates the macvlan under a random temporary name and renames
+// it to its own inside m.NS.
+//
+// Same as: ip link add TMP link PARENT netns NS type macvlan …; ip -n NS link set TMP name NAME [up]
+func addRenamed(h *netlink.Handle, m Macvlan, attrs netlink.LinkAttrs) error {
+	tmp, err := randomMAC()
+	if err != nil {
+		return err
+	}
+	attrs.Name = fmt.Sprintf("bmvtmp%x", []byte(tmp[1:5]))
+	up := attrs.Flags&net.FlagUp != 0
+	attrs.Flags &^= net.FlagUp // renaming needs the link down
+	if err := h.LinkAdd(&netlink.Macvlan{LinkAttrs: attrs, Mode: m.Mode, BCQueueLen: m.BCQueueLen}); err != nil {
+		return err
+	}
+	l, err := m.NS.Handle.LinkByName(attrs.Name)
+	if err == nil {
+		err = m.NS.Handle.LinkSetName(l, m.Name)
+	}
+	if err == nil && up {
+		err = m.NS.Handle.LinkSetUp(l)
+	}
+	if err != nil {
+		if l != nil {
+			_ = m.NS.Handle.LinkDel(l)
+		}
+		return fmt.Errorf("rename %s to %s: %w", attrs.Name, m.Name, err)
+	}
+	return nil
 }
 
 // setAlias stores the owner on a new link: the kernel ignores an alias

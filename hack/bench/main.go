@@ -7,6 +7,7 @@
 //	go run ./hack/bench -n 100 -portmap -ref /tmp/ref   # the Docker-like chain with one published port
 //	go run ./hack/bench -n 1000 -portmap                # scale: first 100 vs last 100
 //	go run ./hack/bench -n 500 -parallel 32 -ref /tmp/ref
+//	go run ./hack/bench -n 100 -macvlan -ref /tmp/ref   # macvlan + host-local on a veth parent
 //
 // The reference plugins: GOBIN=/tmp/ref go install
 // github.com/containernetworking/plugins/plugins/{main/bridge,ipam/host-local,meta/portmap}@v1.9.1
@@ -36,6 +37,7 @@ func main() {
 	portmap := flag.Bool("portmap", false, "chain portmap with one published port per container")
 	masq := flag.Bool("masq", true, "bridge ipMasq")
 	parallel := flag.Int("parallel", 1, "concurrent ADDs (then DELs); >1 reports throughput")
+	macvlan := flag.Bool("macvlan", false, "chain macvlan + host-local (on a veth parent in the bench's host namespace) instead of bridge")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fatal(fmt.Errorf("needs root (network namespaces)"))
@@ -44,7 +46,7 @@ func main() {
 	if berth == "" {
 		berth = "bin"
 	}
-	b := &bench{n: *n, portmap: *portmap, masq: *masq, prefix: fmt.Sprintf("bb%d", os.Getpid()%100000)}
+	b := &bench{n: *n, portmap: *portmap, masq: *masq, macvlan: *macvlan, prefix: fmt.Sprintf("bb%d", os.Getpid()%100000)}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() {
@@ -69,6 +71,7 @@ type bench struct {
 	n       int
 	portmap bool
 	masq    bool
+	macvlan bool
 	prefix  string
 
 	mu    sync.Mutex
@@ -102,7 +105,11 @@ func (b *bench) run(berth, ref string, parallel int) error {
 			return err
 		}
 	}
-	fmt.Printf("chain: bridge(ipMasq=%v)+host-local%s, N=%d, parallel=%d\n", b.masq, map[bool]string{true: "+portmap", false: ""}[b.portmap], b.n, parallel)
+	if b.macvlan {
+		fmt.Printf("chain: macvlan+host-local%s, N=%d, parallel=%d\n", map[bool]string{true: "+portmap", false: ""}[b.portmap], b.n, parallel)
+	} else {
+		fmt.Printf("chain: bridge(ipMasq=%v)+host-local%s, N=%d, parallel=%d\n", b.masq, map[bool]string{true: "+portmap", false: ""}[b.portmap], b.n, parallel)
+	}
 	if parallel > 1 {
 		return b.runParallel(parallel)
 	}
@@ -133,7 +140,11 @@ func (b *bench) newImpl(name, dir string) error {
 	if err != nil {
 		return err
 	}
-	for _, p := range []string{"bridge", "host-local"} {
+	main := "bridge"
+	if b.macvlan {
+		main = "macvlan"
+	}
+	for _, p := range []string{main, "host-local"} {
 		if _, err := os.Stat(filepath.Join(abs, p)); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -149,6 +160,13 @@ func (b *bench) newImpl(name, dir string) error {
 	if im.host, err = sandbox.NewNS(b.prefix + "-" + name); err != nil {
 		return err
 	}
+	if b.macvlan {
+		// The "physical" parent: a veth pair inside the bench's host
+		// namespace.
+		if out, err := im.host.Exec("sh", "-c", "ip link add eth0 type veth peer name eth0p && ip link set eth0 up && ip link set eth0p up"); err != nil {
+			return fmt.Errorf("%s: parent: %w: %s", name, err, out)
+		}
+	}
 	im.rt = sandbox.NewRuntime(im.host, filepath.Join(state, "cache"), abs)
 	if im.list, err = b.conflist(state); err != nil {
 		return err
@@ -162,13 +180,17 @@ func (b *bench) newImpl(name, dir string) error {
 }
 
 func (b *bench) conflist(state string) (*libcni.NetworkConfigList, error) {
+	ipam := map[string]any{
+		"type": "host-local", "dataDir": filepath.Join(state, "networks"),
+		"ranges": []any{[]any{map[string]any{"subnet": "10.200.0.0/16"}}},
+	}
 	plugins := []map[string]any{{
 		"type": "bridge", "bridge": "bench0", "isGateway": true, "isDefaultGateway": true, "ipMasq": b.masq,
-		"ipam": map[string]any{
-			"type": "host-local", "dataDir": filepath.Join(state, "networks"),
-			"ranges": []any{[]any{map[string]any{"subnet": "10.200.0.0/16"}}},
-		},
+		"ipam": ipam,
 	}}
+	if b.macvlan {
+		plugins = []map[string]any{{"type": "macvlan", "master": "eth0", "mode": "bridge", "dataDir": filepath.Join(state, "macvlan"), "ipam": ipam}}
+	}
 	if b.portmap {
 		plugins = append(plugins, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}})
 	}

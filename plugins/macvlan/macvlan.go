@@ -413,6 +413,11 @@ func teardown(conf *NetConf, args *skel.CmdArgs, prev *current.Result) error {
 			return cni.Errorf(cni.CodeKernel, "%s: hostAccess: %v", plugin, err)
 		}
 	}
+	if conf.vlanParent == "" && !conf.HostAccess {
+		// Nothing shared was recorded for this network (GC covers a
+		// config changed since ADD).
+		return nil
+	}
 	if err := release(host, linkref.Store{Dir: conf.DataDir}, userOf(conf, args)); err != nil {
 		return cni.Errorf(cni.CodeIOFailure, "%s: %v", plugin, err)
 	}

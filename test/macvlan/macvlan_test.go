@@ -214,3 +214,26 @@ func TestCheckAddress(t *testing.T) {
 		t.Fatalf("CHECK after removing the address: got %v, want it to name the address", err)
 	}
 }
+
+// TestLinkInContainer: the master lives in the container's namespace (a
+// NIC handed to it), and the macvlan is made beside it there.
+func TestLinkInContainer(t *testing.T) {
+	l := newLAN(t)
+	ns := nstest.NewNS(t, "ctr")
+	nstest.Veth(t, ns, "uplink", "", l.Router, "eth1", "192.168.5.1/24")
+	list := l.Conflist(l.conflist(t, "macvlan.conflist", setName("inctr"), nstest.SetField(0, "master", "uplink"),
+		nstest.SetField(0, "linkInContainer", true), rangeOf("192.168.5.0/24", "192.168.5.10", "192.168.5.20", "192.168.5.1")))
+	c := &nstest.Container{NS: ns, ID: "inctr"}
+	c.RC, c.Res = l.Attach(list, c, "eth0")
+	nstest.Ping(t, ns, "192.168.5.1")
+	if err := l.RT.Check(context.Background(), list, c.RC); err != nil {
+		t.Fatalf("CHECK: %v", err)
+	}
+	if err := l.RT.Del(context.Background(), list, c.RC); err != nil {
+		t.Fatal(err)
+	}
+	out := ns.MustExec(t, "ip", "-o", "link")
+	if strings.Contains(out, "eth0") || !strings.Contains(out, "uplink") {
+		t.Fatalf("after DEL: got %s, want uplink and no eth0", out)
+	}
+}

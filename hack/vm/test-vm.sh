@@ -10,14 +10,14 @@
 #
 #   BERTH_VM_CACHE  cache directory (default /var/cache/berth-vm)
 #   BERTH_VM_RUN    go test -run pattern (default ^TestVLAN)
-#   BERTH_VM_PKGS   test packages to run (default ./test/macvlan)
+#   BERTH_VM_PKGS   test packages to run (default ./test/macvlan ./hack/demo)
 #   BERTH_VM_KVM=1  use KVM (nested KVM fails on the development VMs: TCG)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root_dir=$PWD
 cache=${BERTH_VM_CACHE:-/var/cache/berth-vm}
 run=${BERTH_VM_RUN:-^TestVLAN}
-pkgs=${BERTH_VM_PKGS:-./test/macvlan}
+pkgs=${BERTH_VM_PKGS:-./test/macvlan ./hack/demo}
 start=$(date +%s.%N)
 
 log() { echo "test-vm: $*" >&2; }

@@ -28,9 +28,12 @@ func userOf(conf *NetConf, args *skel.CmdArgs) linkref.User {
 	return linkref.User{Network: conf.Name, ContainerID: args.ContainerID, IfName: args.IfName}
 }
 
-// crashAfterVlan names the crash point right after a VLAN sub-interface is
-// created (tests, with -tags crashpoint).
-const crashAfterVlan = "macvlan-after-vlan-create"
+// Crash points (tests, -tags crashpoint): right after a VLAN
+// sub-interface or a host-access shim is created.
+const (
+	crashAfterVlan = "macvlan-after-vlan-create"
+	crashAfterShim = "macvlan-after-shim-create"
+)
 
 func cmdAdd(args *skel.CmdArgs) error {
 	conf, err := loadConf(args.StdinData, args.Args)
@@ -329,6 +332,7 @@ func addHostAccess(h *netlink.Handle, store linkref.Store, user linkref.User, ma
 		if err != nil {
 			return cni.Errorf(cni.CodeKernel, "%s: hostAccess shim: %v", plugin, err)
 		}
+		crashpoint.Hit(crashAfterShim)
 		if err := locked.Settle(name); err != nil {
 			return cni.Errorf(cni.CodeIOFailure, "%s: %v", plugin, err)
 		}

@@ -2,6 +2,7 @@ package macvlan_test
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 
@@ -235,5 +236,36 @@ func TestLinkInContainer(t *testing.T) {
 	out := ns.MustExec(t, "ip", "-o", "link")
 	if strings.Contains(out, "eth0") || !strings.Contains(out, "uplink") {
 		t.Fatalf("after DEL: got %s, want uplink and no eth0", out)
+	}
+}
+
+// TestHostAccessCrash: a plugin killed (SIGKILL) right after making the
+// host-access shim leaves nothing GC does not clean: the shim, its state
+// and the reservation.
+func TestHostAccessCrash(t *testing.T) {
+	l := newLAN(t)
+	rt := nstest.NewRuntime(t, l.Host)
+	rt.CNI.Path = []string{crashBin(t)}
+	list := l.Conflist(l.conflist(t, "macvlan.conflist", nstest.SetField(0, "hostAccess", true)))
+	ctr := nstest.NewNS(t, "ctr")
+	t.Setenv("BERTH_CRASHPOINT", "macvlan-after-shim-create")
+	if _, err := rt.Add(context.Background(), list, nstest.Attachment("shimcrash", ctr, "eth0")); err == nil {
+		t.Fatal("ADD succeeded through the crash point: is the binary built with -tags crashpoint?")
+	}
+	if len(shimLinks(t, l)) != 1 || len(l.stateFiles(t)) != 1 {
+		t.Fatalf("the crash point was not reached: shims %v, state %v", shimLinks(t, l), l.stateFiles(t))
+	}
+	os.Unsetenv("BERTH_CRASHPOINT")
+	if err := l.RT.GC(context.Background(), list); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	if shims := shimLinks(t, l); len(shims) != 0 {
+		t.Fatalf("GC left the shim %s", shims[0].Attrs().Name)
+	}
+	if files := l.stateFiles(t); len(files) != 0 {
+		t.Fatalf("GC left state: %v", files)
+	}
+	if got := l.ipamFiles(t, list.Name); len(got) != 0 {
+		t.Fatalf("GC left reservations: %v", got)
 	}
 }

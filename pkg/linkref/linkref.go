@@ -34,6 +34,14 @@ type User struct {
 	Network     string `json:"network"`
 	ContainerID string `json:"containerID"`
 	IfName      string `json:"ifName"`
+	// Addrs are the attachment's addresses where the link holds something
+	// for them (a shim's host routes), so GC can remove that too.
+	Addrs []string `json:"addrs,omitempty"`
+}
+
+// Is reports whether u and o are the same attachment.
+func (u User) Is(o User) bool {
+	return u.Network == o.Network && u.ContainerID == o.ContainerID && u.IfName == o.IfName
 }
 
 func (u User) String() string { return u.Network + "/" + u.ContainerID + "/" + u.IfName }
@@ -158,13 +166,13 @@ func (l *Locked) Add(name string, u User, creating bool) error {
 	if err != nil {
 		return err
 	}
-	if slices.Contains(st.Users, u) && st.Pending == creating {
-		return nil
-	}
-	if !slices.Contains(st.Users, u) {
+	i := slices.IndexFunc(st.Users, u.Is)
+	if i < 0 {
 		st.Users = append(st.Users, u)
+	} else {
+		st.Users[i] = u
 	}
-	st.Pending = creating
+	st.Pending = st.Pending || creating
 	return l.write(name, st)
 }
 
@@ -196,21 +204,24 @@ func (l *Locked) Settle(name string) error {
 // still holding the lock, then Forget. A DEL need not know which links an
 // attachment used: the state says.
 func (l *Locked) Release(u User) (unused []string, err error) {
-	return l.drop(func(x User) bool { return x == u })
+	unused, _, err = l.drop(u.Is)
+	return unused, err
 }
 
 // Prune drops, from every link's users, those of network for which keep
-// returns false (GC), and returns the links left without any user,
-// including those a crash left with none, as Release does.
-func (l *Locked) Prune(network string, keep func(User) bool) (unused []string, err error) {
+// returns false (GC). It returns the links left without any user
+// (including those a crash left with none), as Release does, and by link
+// the users it dropped, whose Addrs tell what else to remove.
+func (l *Locked) Prune(network string, keep func(User) bool) (unused []string, dropped map[string][]User, err error) {
 	return l.drop(func(u User) bool { return u.Network == network && !keep(u) })
 }
 
-func (l *Locked) drop(gone func(User) bool) (unused []string, err error) {
+func (l *Locked) drop(gone func(User) bool) (unused []string, dropped map[string][]User, err error) {
 	entries, err := os.ReadDir(l.dir)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", l.dir, err)
+		return nil, nil, fmt.Errorf("read %s: %w", l.dir, err)
 	}
+	dropped = map[string][]User{}
 	for _, e := range entries {
 		name, ok := strings.CutSuffix(e.Name(), ".json")
 		if !ok || validName(name) != nil {
@@ -218,20 +229,27 @@ func (l *Locked) drop(gone func(User) bool) (unused []string, err error) {
 		}
 		st, err := l.read(name)
 		if err != nil {
-			return unused, err
+			return unused, dropped, err
 		}
-		n := len(st.Users)
-		st.Users = slices.DeleteFunc(st.Users, gone)
-		if len(st.Users) != n {
+		var kept []User
+		for _, u := range st.Users {
+			if gone(u) {
+				dropped[name] = append(dropped[name], u)
+			} else {
+				kept = append(kept, u)
+			}
+		}
+		if len(kept) != len(st.Users) {
+			st.Users = kept
 			if err := l.write(name, st); err != nil {
-				return unused, err
+				return unused, dropped, err
 			}
 		}
 		if len(st.Users) == 0 {
 			unused = append(unused, name)
 		}
 	}
-	return unused, nil
+	return unused, dropped, nil
 }
 
 // Forget removes link name's state file once the link is gone (or was not

@@ -24,7 +24,7 @@ func TestConcurrentUsers(t *testing.T) {
 				return
 			}
 			defer l.Unlock()
-			if err := l.Add("eth0.100", User{"net", fmt.Sprintf("c%d", i), "eth0"}, i == 0); err != nil {
+			if err := l.Add("eth0.100", User{Network: "net", ContainerID: fmt.Sprintf("c%d", i), IfName: "eth0"}, i == 0); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -50,7 +50,7 @@ func TestConcurrentUsers(t *testing.T) {
 				return
 			}
 			defer l.Unlock()
-			unused, err := l.Release(User{"net", fmt.Sprintf("c%d", i), "eth0"})
+			unused, err := l.Release(User{Network: "net", ContainerID: fmt.Sprintf("c%d", i), IfName: "eth0"})
 			if err != nil {
 				t.Error(err)
 			}
@@ -72,9 +72,9 @@ func TestPruneAndPending(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Unlock()
-	a, b, other := User{"n", "a", "eth0"}, User{"n", "b", "eth0"}, User{"m", "x", "eth0"}
+	a, b, other := User{"n", "a", "eth0", nil}, User{"n", "b", "eth0", []string{"10.0.0.5"}}, User{"m", "x", "eth0", nil}
 	for _, u := range []User{a, b, other} {
-		if err := l.Add("eth0.100", u, u == a); err != nil {
+		if err := l.Add("eth0.100", u, u.Is(a)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -86,15 +86,18 @@ func TestPruneAndPending(t *testing.T) {
 	}
 	// GC of network n with only a valid: b goes everywhere; eth0.200 is
 	// left unused, eth0.100 keeps a and m's user.
-	unused, err := l.Prune("n", func(u User) bool { return u == a })
+	unused, dropped, err := l.Prune("n", a.Is)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(unused, []string{"eth0.200"}) {
 		t.Fatalf("unused: got %v, want [eth0.200]", unused)
 	}
+	if got := dropped["eth0.100"]; len(got) != 1 || !got[0].Is(b) || !slices.Equal(got[0].Addrs, b.Addrs) {
+		t.Fatalf("dropped from eth0.100: got %v, want b with its addresses", got)
+	}
 	users, _ := l.Users("eth0.100")
-	if !slices.Equal(users, []User{a, other}) {
+	if len(users) != 2 || !users[0].Is(a) || !users[1].Is(other) {
 		t.Fatalf("eth0.100 users: got %v, want a and m's", users)
 	}
 	if err := l.Forget("eth0.200"); err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/vishvananda/netlink"
@@ -109,7 +110,7 @@ func checkUser(conf *NetConf, args *skel.CmdArgs) error {
 		return err
 	}
 	for _, u := range users {
-		if u == userOf(conf, args) {
+		if u.Is(userOf(conf, args)) {
 			return nil
 		}
 	}
@@ -138,11 +139,26 @@ func cmdGC(args *skel.CmdArgs) error {
 	}
 	defer locked.Unlock()
 	valid := cni.ValidSet(conf.ValidAttachments)
-	unused, err := locked.Prune(conf.Name, func(u linkref.User) bool {
+	unused, dropped, err := locked.Prune(conf.Name, func(u linkref.User) bool {
 		return valid[cni.Attachment{ContainerID: u.ContainerID, IfName: u.IfName}]
 	})
 	if err != nil {
 		return cni.Errorf(cni.CodeIOFailure, "%s: GC: %v", plugin, err)
+	}
+	// Host routes of dropped users through shims that stay (others go
+	// with their shim).
+	for name, users := range dropped {
+		var ips []net.IP
+		for _, u := range users {
+			for _, a := range u.Addrs {
+				if ip := net.ParseIP(a); ip != nil {
+					ips = append(ips, ip)
+				}
+			}
+		}
+		if err := delHostRoutes(host, ips, name); err != nil {
+			return cni.Errorf(cni.CodeKernel, "%s: GC: %v", plugin, err)
+		}
 	}
 	if err := dropUnused(host, locked, unused); err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: GC: %v", plugin, err)

@@ -323,6 +323,9 @@ func addHostAccess(h *netlink.Handle, store linkref.Store, user linkref.User, ma
 	if err != nil {
 		return err
 	}
+	for _, ipc := range ips {
+		user.Addrs = append(user.Addrs, ipc.Address.IP.String())
+	}
 	if err := locked.Add(name, user, shim == nil); err != nil {
 		return cni.Errorf(cni.CodeIOFailure, "%s: %v", plugin, err)
 	}
@@ -413,7 +416,7 @@ func teardown(conf *NetConf, args *skel.CmdArgs, prev *current.Result) error {
 		}
 	}
 	if conf.HostAccess {
-		if err := delHostRoutes(host, ips); err != nil {
+		if err := delHostRoutes(host, ips, ""); err != nil {
 			return cni.Errorf(cni.CodeKernel, "%s: hostAccess: %v", plugin, err)
 		}
 	}
@@ -449,8 +452,9 @@ func delContainerLink(cont *link.NS, conf *NetConf, args *skel.CmdArgs) error {
 	return nil
 }
 
-// delHostRoutes removes the host routes to ips through the shims.
-func delHostRoutes(h *netlink.Handle, ips []net.IP) error {
+// delHostRoutes removes the host routes to ips through the shims (only
+// through the one named when only is not empty).
+func delHostRoutes(h *netlink.Handle, ips []net.IP, only string) error {
 	if len(ips) == 0 {
 		return nil
 	}
@@ -459,7 +463,7 @@ func delHostRoutes(h *netlink.Handle, ips []net.IP) error {
 		return fmt.Errorf("list links: %w", err)
 	}
 	for _, l := range links {
-		if l.Attrs().Alias != shimAlias {
+		if l.Attrs().Alias != shimAlias || (only != "" && l.Attrs().Name != only) {
 			continue
 		}
 		routes, err := h.RouteList(l, netlink.FAMILY_ALL)

@@ -101,6 +101,28 @@ func TestHostAccess(t *testing.T) {
 		t.Fatalf("CHECK: %v", err)
 	}
 
+	// An attachment the runtime forgot (made through another libcni
+	// cache, so GC's libcni does not DEL it first): the plugin's GC
+	// removes its host route and its use of the shim, which stays.
+	xns := nstest.NewNS(t, "ctr")
+	other := nstest.NewRuntime(t, l.Host)
+	xres, err := other.Add(context.Background(), list, nstest.Attachment("access-x", xns, "eth0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := &nstest.Container{NS: xns, ID: "access-x", Res: xres}
+	nstest.Ping(t, l.Host, x.IP(t, "4"))
+	if err := l.RT.GC(context.Background(), list, a.RC, b.RC); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	if out := l.Host.MustExec(t, "ip", "route", "show", "dev", shim); strings.Contains(out, x.IP(t, "4")+" ") || !strings.Contains(out, a.IP(t, "4")) {
+		t.Fatalf("routes through %s after GC: got %q, want a's and b's only", shim, out)
+	}
+	if users := l.stateUsers(t, shim); len(users) != 2 {
+		t.Fatalf("users of %s after GC: %v, want a and b", shim, users)
+	}
+	nstest.Ping(t, l.Host, a.IP(t, "4"))
+
 	if err := l.RT.Del(context.Background(), list, a.RC); err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,10 @@ kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-im
 kver=${kpkg#linux-image-}
 debs=$cache/deb
 mkdir -p "$debs"
+# The cache is shared by every checkout on the machine: one preparer at a
+# time (released before the boot, so VMs run side by side).
+exec 9>"$cache/lock"
+flock 9
 fetch() {
 	compgen -G "$debs/${1}_*.deb" >/dev/null && return
 	log "downloading $1"
@@ -125,6 +129,8 @@ if [[ ! -s $base ]]; then
 	rm -rf "$w"
 	trap - EXIT
 fi
+
+flock -u 9
 
 # --- this run's part: the static berth binaries, the crash-point builds,
 # the test binaries and conf-examples, appended as a second archive ---

@@ -18,6 +18,9 @@ import (
 func TestUntagged(t *testing.T) {
 	l := newLAN(t)
 	list := l.Conflist(l.conflist(t, "macvlan.conflist"))
+	if err := l.RT.Status(context.Background(), list); err != nil {
+		t.Fatalf("STATUS: %v", err)
+	}
 	a := l.Run(list, "untagged-a")
 	b := l.Run(list, "untagged-b")
 

@@ -70,7 +70,11 @@ func AddMacvlan(h *netlink.Handle, m Macvlan) (netlink.Link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("look up macvlan %s: %w", m.Name, err)
 	}
-	return l, setAlias(in, l, m.Alias)
+	if err := setAlias(in, l, m.Alias); err != nil {
+		_ = in.LinkDel(l) // a link without its owner is nobody's
+		return nil, err
+	}
+	return l, nil
 }
 
 // addRenamed creates the macvlan under a random temporary name and renames

@@ -79,5 +79,9 @@ func AddVlan(h *netlink.Handle, v Vlan) (netlink.Link, error) {
 		return nil, fmt.Errorf("look up %s: %w", v.Name, err)
 	}
 	crashpoint.Hit(CrashBeforeVlanAlias)
-	return l, setAlias(h, l, v.Alias)
+	if err := setAlias(h, l, v.Alias); err != nil {
+		_ = h.LinkDel(l) // a link without its owner is nobody's
+		return nil, err
+	}
+	return l, nil
 }

@@ -294,3 +294,28 @@ func TestHostAccessCrash(t *testing.T) {
 		t.Fatalf("GC left reservations: %v", got)
 	}
 }
+
+// TestDelWithoutAdd: DEL succeeds without a prior ADD, without a netns and
+// with a netns that is gone, on a plain and on a VLAN network (no kernel
+// VLAN support is needed to remove nothing).
+func TestDelWithoutAdd(t *testing.T) {
+	l := newLAN(t)
+	for _, example := range []string{"macvlan.conflist", "macvlan100.conflist"} {
+		list := l.Conflist(l.conflist(t, example))
+		ctr := nstest.NewNS(t, "ctr")
+		for _, rc := range []*libcni.RuntimeConf{
+			nstest.Attachment("never-added", ctr, "eth0"),
+			{ContainerID: "no-netns", IfName: "eth0"},
+			{ContainerID: "gone-netns", NetNS: "/run/netns/" + nstest.Prefix() + "-gone", IfName: "eth0"},
+		} {
+			for i := 0; i < 2; i++ {
+				if err := l.RT.Del(context.Background(), list, rc); err != nil {
+					t.Fatalf("%s: DEL %s (%d): %v", example, rc.ContainerID, i+1, err)
+				}
+			}
+		}
+	}
+	if files := l.stateFiles(t); len(files) != 0 {
+		t.Fatalf("DEL left state: %v", files)
+	}
+}

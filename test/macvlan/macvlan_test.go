@@ -162,21 +162,32 @@ func shimLinks(t *testing.T, l *lan) []netlink.Link {
 	return out
 }
 
-// TestDefaultMaster: without master, the interface of the host's default
-// route is the parent.
+// TestDefaultMaster: without master, the interface of the host's IPv4
+// default route is the parent, else that of its IPv6 one.
 func TestDefaultMaster(t *testing.T) {
-	l := newLAN(t)
-	l.Host.MustExec(t, "ip", "route", "add", "default", "via", routerIP)
-	list := l.Conflist(l.conflist(t, "macvlan.conflist", nstest.SetField(0, "master", "")))
-	c := l.Run(list, "defmaster")
-	nstest.Ping(t, c.NS, routerIP)
-	h := handleIn(t, c.NS)
-	lk, err := h.LinkByName("eth0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p := l.hostLink(t, parent); lk.Attrs().ParentIndex != p.Attrs().Index {
-		t.Fatalf("parent ifindex: got %d, want %d (%s)", lk.Attrs().ParentIndex, p.Attrs().Index, parent)
+	for _, tt := range []struct {
+		name  string
+		route [][]string
+	}{
+		{"IPv4", [][]string{{"ip", "route", "add", "default", "via", routerIP}}},
+		{"IPv6", [][]string{{"ip", "-6", "addr", "add", "fd00:1::2/64", "dev", parent, "nodad"}, {"ip", "-6", "route", "add", "default", "via", "fd00:1::1", "dev", parent}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			l := newLAN(t)
+			for _, c := range tt.route {
+				l.Host.MustExec(t, c...)
+			}
+			list := l.Conflist(l.conflist(t, "macvlan.conflist", nstest.SetField(0, "master", "")))
+			c := l.Run(list, "defmaster")
+			nstest.Ping(t, c.NS, routerIP)
+			lk, err := handleIn(t, c.NS).LinkByName("eth0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p := l.hostLink(t, parent); lk.Attrs().ParentIndex != p.Attrs().Index {
+				t.Fatalf("parent ifindex: got %d, want %d (%s)", lk.Attrs().ParentIndex, p.Attrs().Index, parent)
+			}
+		})
 	}
 }
 

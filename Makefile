@@ -7,7 +7,7 @@ BIN     := $(CURDIR)/bin
 PREFIX  ?= /opt/cni/bin
 export BERTH_CNI_PATH := $(BIN)
 
-.PHONY: all build deps test unit lint demo bench install clean
+.PHONY: all build deps test test-vm unit lint demo bench install clean
 
 all: build
 
@@ -24,6 +24,12 @@ deps:
 # binaries). Needs root.
 test: deps build lint
 	$(GO) test -count=1 -timeout 40m ./...
+	$(MAKE) test-vm
+
+# The VM lane: tests that need kernel features this host may lack (802.1q
+# VLANs) run inside Debian's stock kernel under QEMU (hack/vm/test-vm.sh).
+test-vm: deps
+	@bash hack/vm/test-vm.sh
 
 # Every unit test; needs nothing installed (no root, no etcd): tests that
 # do live in test/.

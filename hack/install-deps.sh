@@ -15,6 +15,9 @@ check nc netcat-openbsd
 check sysctl procps
 check etcd etcd-server
 check dnsperf dnsperf
+# The VM lane (make test-vm): QEMU, and xz to unpack the kernel image.
+check qemu-system-x86_64 qemu-system-x86
+check xz xz-utils
 # The DNS benchmark compares with Podman's server and dnsmasq: only for
 # `make bench` (BENCH=1), not needed by the tests.
 if [[ ${BENCH:-} == 1 ]]; then
@@ -29,8 +32,8 @@ if ((${#need[@]})); then
 	fi
 	echo "install-deps: installing ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	apt-get update -qq -o DPkg::Lock::Timeout=600
+	apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 "${need[@]}" >/dev/null
 fi
 
 # staticcheck comes from the Go module proxy.

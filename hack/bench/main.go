@@ -8,6 +8,7 @@
 //	go run ./hack/bench -n 1000 -portmap                # scale: first 100 vs last 100
 //	go run ./hack/bench -n 500 -parallel 32 -ref /tmp/ref
 //	go run ./hack/bench -n 100 -join                   # container-mode: N joins of one attached target
+//	go run ./hack/bench -n 100 -macvlan -ref /tmp/ref   # macvlan + host-local on a veth parent
 //
 // The reference plugins: GOBIN=/tmp/ref go install
 // github.com/containernetworking/plugins/plugins/{main/bridge,ipam/host-local,meta/portmap}@v1.9.1
@@ -38,6 +39,7 @@ func main() {
 	masq := flag.Bool("masq", true, "bridge ipMasq")
 	parallel := flag.Int("parallel", 1, "concurrent ADDs (then DELs); >1 reports throughput")
 	join := flag.Bool("join", false, "container-mode: attach one target through the chain, then measure N containers joining it (berth only)")
+	macvlan := flag.Bool("macvlan", false, "chain macvlan + host-local (on a veth parent in the bench's host namespace) instead of bridge")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fatal(fmt.Errorf("needs root (network namespaces)"))
@@ -49,7 +51,7 @@ func main() {
 	if *join && *ref != "" {
 		fatal(fmt.Errorf("-join measures berth's container-mode, which the reference plugins lack: drop -ref"))
 	}
-	b := &bench{n: *n, portmap: *portmap, masq: *masq, join: *join, prefix: fmt.Sprintf("bb%d", os.Getpid()%100000)}
+	b := &bench{n: *n, portmap: *portmap, masq: *masq, join: *join, macvlan: *macvlan, prefix: fmt.Sprintf("bb%d", os.Getpid()%100000)}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() {
@@ -75,6 +77,7 @@ type bench struct {
 	portmap bool
 	masq    bool
 	join    bool
+	macvlan bool
 	prefix  string
 
 	mu    sync.Mutex
@@ -113,10 +116,14 @@ func (b *bench) run(berth, ref string, parallel int) error {
 			return err
 		}
 	}
-	if b.join {
+	switch {
+	case b.join:
 		fmt.Printf("container-mode joins of one target on bridge+host-local, N=%d, parallel=%d\n", b.n, parallel)
+	case b.macvlan:
+		fmt.Printf("chain: macvlan+host-local%s, N=%d, parallel=%d\n", map[bool]string{true: "+portmap", false: ""}[b.portmap], b.n, parallel)
+	default:
+		fmt.Printf("chain: bridge(ipMasq=%v)+host-local%s, N=%d, parallel=%d\n", b.masq, map[bool]string{true: "+portmap", false: ""}[b.portmap], b.n, parallel)
 	}
-	fmt.Printf("chain: bridge(ipMasq=%v)+host-local%s, N=%d, parallel=%d\n", b.masq, map[bool]string{true: "+portmap", false: ""}[b.portmap], b.n, parallel)
 	if parallel > 1 {
 		return b.runParallel(parallel)
 	}
@@ -147,7 +154,11 @@ func (b *bench) newImpl(name, dir string) error {
 	if err != nil {
 		return err
 	}
-	for _, p := range []string{"bridge", "host-local"} {
+	main := "bridge"
+	if b.macvlan {
+		main = "macvlan"
+	}
+	for _, p := range []string{main, "host-local"} {
 		if _, err := os.Stat(filepath.Join(abs, p)); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -162,6 +173,13 @@ func (b *bench) newImpl(name, dir string) error {
 	b.mu.Unlock()
 	if im.host, err = sandbox.NewNS(b.prefix + "-" + name); err != nil {
 		return err
+	}
+	if b.macvlan {
+		// The "physical" parent: a veth pair inside the bench's host
+		// namespace.
+		if out, err := im.host.Exec("sh", "-c", "ip link add eth0 type veth peer name eth0p && ip link set eth0 up && ip link set eth0p up"); err != nil {
+			return fmt.Errorf("%s: parent: %w: %s", name, err, out)
+		}
 	}
 	im.rt = sandbox.NewRuntime(im.host, filepath.Join(state, "cache"), abs)
 	if im.list, err = b.conflist(state); err != nil {
@@ -181,16 +199,20 @@ func (b *bench) newImpl(name, dir string) error {
 }
 
 func (b *bench) conflist(state string) (*libcni.NetworkConfigList, error) {
+	ipam := map[string]any{
+		"type": "host-local", "dataDir": filepath.Join(state, "networks"),
+		"ranges": []any{[]any{map[string]any{"subnet": "10.200.0.0/16"}}},
+	}
 	plugins := []map[string]any{{
 		"type": "bridge", "bridge": "bench0", "isGateway": true, "isDefaultGateway": true, "ipMasq": b.masq,
 		// The attachments registry under the run's state, never the
 		// machine's /run/cni (the reference ignores the field).
 		"attachmentsDir": filepath.Join(state, "attachments"),
-		"ipam": map[string]any{
-			"type": "host-local", "dataDir": filepath.Join(state, "networks"),
-			"ranges": []any{[]any{map[string]any{"subnet": "10.200.0.0/16"}}},
-		},
+		"ipam":           ipam,
 	}}
+	if b.macvlan {
+		plugins = []map[string]any{{"type": "macvlan", "master": "eth0", "mode": "bridge", "dataDir": filepath.Join(state, "macvlan"), "attachmentsDir": filepath.Join(state, "attachments"), "ipam": ipam}}
+	}
 	if b.portmap {
 		plugins = append(plugins, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}})
 	}

@@ -17,6 +17,7 @@ var scenarios = []scenario{
 	{"Scenario 2: a published port (docker run -p 3000:80 httpd)", publishedPort},
 	{"Scenario 3: user-defined networks are isolated; docker network connect joins two", userNetworks},
 	{"Scenario 4: containers find each other by name (Podman network with dnsname)", names},
+	{"Scenario 5: macvlan: containers on the physical network and its VLANs (docker network create -d macvlan)", macvlanLAN},
 	{"Network mode none: docker run --network none (loopback only)", noneMode},
 	{"Network mode host: docker run --network host (no plugin)", hostMode},
 	{"Container mode: docker run --net=container:nginx (container-mode plugin)", containerMode},

@@ -11,6 +11,7 @@ import (
 	"github.com/berthnet/berth/pkg/cni"
 	"github.com/berthnet/berth/pkg/link"
 	"github.com/berthnet/berth/pkg/linkref"
+	"github.com/berthnet/berth/pkg/registry"
 )
 
 // cmdCheck verifies that what ADD set up is still there: the IPAM
@@ -127,6 +128,9 @@ func cmdGC(args *skel.CmdArgs) error {
 	}
 	if err := ipamFor(conf, args).GC(); err != nil {
 		return err
+	}
+	if err := registry.GCAttachments(conf.AttachmentsDir, conf.Name, cni.ValidSet(conf.ValidAttachments)); err != nil {
+		return cni.Wrap(cni.CodeIOFailure, err, "%s: attachments GC", plugin)
 	}
 	host, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/berthnet/berth/pkg/cni"
 	"github.com/berthnet/berth/pkg/link"
+	"github.com/berthnet/berth/pkg/registry"
 )
 
 const plugin = "macvlan"
@@ -37,6 +38,9 @@ type NetConf struct {
 	HostAccess bool `json:"hostAccess"`
 	// DataDir keeps the users of shared links (sub-interfaces, shims).
 	DataDir string `json:"dataDir"`
+	// attachmentsDir: where the attachment is recorded for container-mode
+	// and the berth CLI.
+	registry.AttachConf
 	// ExecIPAM runs a host-local IPAM by exec instead of in-process.
 	ExecIPAM bool `json:"execIPAM"`
 

@@ -16,6 +16,7 @@ import (
 	"github.com/berthnet/berth/pkg/ipam"
 	"github.com/berthnet/berth/pkg/link"
 	"github.com/berthnet/berth/pkg/linkref"
+	"github.com/berthnet/berth/pkg/registry"
 )
 
 // ipamFor is the network's IPAM for one command: host-local in-process,
@@ -135,6 +136,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 	result.Interfaces = []*current.Interface{{Name: args.IfName, Mac: contLink.Attrs().HardwareAddr.String(), Sandbox: args.Netns}}
 	for _, ipc := range result.IPs {
 		ipc.Interface = current.Int(0)
+	}
+	if err := registry.RecordAttachment(conf.AttachmentsDir, conf.Name, args, result); err != nil {
+		return cni.Wrap(cni.CodeIOFailure, err, "%s: recording the attachment", plugin)
 	}
 	committed = true
 	return cni.Print(result, conf.CNIVersion)
@@ -378,7 +382,13 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err := <-ipamDone; err != nil && tearErr == nil {
 		return err
 	}
-	return tearErr
+	if tearErr != nil {
+		return tearErr
+	}
+	if err := registry.ForgetAttachment(conf.AttachmentsDir, conf.Name, args); err != nil {
+		return cni.Wrap(cni.CodeIOFailure, err, "%s: forgetting the attachment", plugin)
+	}
+	return nil
 }
 
 // teardown deletes the container's macvlan (if it is this attachment's),

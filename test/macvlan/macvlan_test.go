@@ -2,11 +2,13 @@ package macvlan_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
 
 	"github.com/berthnet/berth/internal/nstest"
@@ -329,4 +331,37 @@ func TestDelWithoutAdd(t *testing.T) {
 	if files := l.stateFiles(t); len(files) != 0 {
 		t.Fatalf("DEL left state: %v", files)
 	}
+}
+
+// TestContainerModeJoin: macvlan records its attachments as bridge does,
+// so a container can join a macvlan container's stack by name
+// (--net=container:web) and is on the LAN through it.
+func TestContainerModeJoin(t *testing.T) {
+	l := newLAN(t)
+	list := l.Conflist(l.conflist(t, "macvlan.conflist"))
+	named := func(name string) func(*libcni.RuntimeConf) {
+		return func(rc *libcni.RuntimeConf) { rc.Args = append(rc.Args, [2]string{"K8S_POD_NAME", name}) }
+	}
+	web := l.Run(list, "macjoin-web", named("web"))
+	join := l.Conflist(nstest.Example(t, "docker-container-mode.conflist"))
+	side := l.Run(join, "macjoin-side", named("side"), func(rc *libcni.RuntimeConf) {
+		rc.Args = append(rc.Args, [2]string{"CONTAINER", "web"})
+	})
+	if got, want := nstest.IP(t, side.Res, "4"), web.IP(t, "4"); got != want {
+		t.Fatalf("joiner's result address: got %s, want the target's %s", got, want)
+	}
+	nstest.Ping(t, side.NS, routerIP)
+
+	// The target's DEL forgets it: a new join by its name is code 3.
+	if err := l.RT.Del(context.Background(), list, web.RC); err != nil {
+		t.Fatal(err)
+	}
+	rc := nstest.Attachment("macjoin-late", nstest.NewNS(t, "late"), "eth0")
+	rc.Args = append(rc.Args, [2]string{"CONTAINER", "web"})
+	_, err := l.RT.Add(context.Background(), join, rc)
+	var cniErr *types.Error
+	if !errors.As(err, &cniErr) || cniErr.Code != 3 {
+		t.Fatalf("join of a deleted macvlan container: got %v, want code 3", err)
+	}
+	_ = l.RT.Del(context.Background(), join, rc)
 }

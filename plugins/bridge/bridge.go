@@ -37,6 +37,13 @@ func cmdAdd(args *skel.CmdArgs) error {
 	defer cont.Close()
 	// Handles are closed after the undo list below has run (defers are LIFO).
 
+	// An interface already there is a live attachment (a runtime retrying
+	// an ADD after a timeout): fail before IPAM, which would hand back the
+	// attachment's own reservation, and so before any undo could touch it.
+	if _, err := cont.Handle.LinkByName(args.IfName); err == nil {
+		return cni.Errorf(cni.CodeConflict, "%s: interface %s already exists in %s", plugin, args.IfName, args.Netns)
+	}
+
 	// IPAM runs in the background, overlapping the netlink work on the
 	// bridge and veth instead of preceding it.
 	ipd := ipamFor(conf, args)
@@ -53,7 +60,11 @@ func cmdAdd(args *skel.CmdArgs) error {
 			return err
 		}
 		ipam = res
-		undo = append(undo, func() { _ = ipd.Del() })
+		// Release only what this ADD reserved: a reservation the
+		// attachment already held is an earlier, maybe live, ADD's.
+		if ipamRun.Fresh() {
+			undo = append(undo, func() { _ = ipd.Del() })
+		}
 		return nil
 	}
 	defer func() {
@@ -69,10 +80,6 @@ func cmdAdd(args *skel.CmdArgs) error {
 			undo[i]()
 		}
 	}()
-
-	if _, err := cont.Handle.LinkByName(args.IfName); err == nil {
-		return cni.Errorf(cni.CodeConflict, "%s: interface %s already exists in %s", plugin, args.IfName, args.Netns)
-	}
 
 	br, err := link.EnsureBridge(host, conf.BrName, conf.MTU, conf.PromiscMode)
 	if err != nil {

@@ -262,49 +262,17 @@ func (n nftIso) DelIsolation(a Isolation) error {
 	if !inet && !br {
 		return nil
 	}
+	// By tag only: prevResult's addresses and veth name may be another
+	// attachment's by now (see delElements).
 	tg := tag(a.Network, a.ContainerID, a.IfName)
-	// Fast path when prevResult told us the keys: one transaction, no
-	// dump, cost independent of the number of containers.
-	if len(a.IPs) > 0 && (a.Policy != PolicyIsolated || a.HostVeth != "") {
-		if err := n.delFast(c, a, inet, br); err == nil {
-			return nil
-		}
-		if c, err = newConn(); err != nil {
-			return err
-		}
+	var sets []*nftables.Set
+	if inet {
+		sets = append(sets, isoAllowSet(nftTable(), v4), isoAllowSet(nftTable(), v6))
 	}
-	sets := []*nftables.Set{isoAllowSet(nftTable(), v4), isoAllowSet(nftTable(), v6)}
 	if br {
 		sets = append(sets, isoIccSet(isoBridgeTable()))
 	}
 	return deleteTagged(c, sets, func(s string) bool { return s == tg })
-}
-
-func (nftIso) delFast(c *nftables.Conn, a Isolation, inet, br bool) error {
-	if inet {
-		t := nftTable()
-		for _, f := range []family{v4, v6} {
-			if err := c.AddSet(isoAllowSet(t, f), nil); err != nil {
-				return err
-			}
-		}
-		for _, ipn := range a.IPs {
-			f := familyOf(ipn.IP)
-			if err := blindDelete(c, isoAllowSet(t, f), nftables.SetElement{Key: f.addrBytes(ipn.IP)}); err != nil {
-				return err
-			}
-		}
-	}
-	if br && a.HostVeth != "" {
-		s := isoIccSet(isoBridgeTable())
-		if err := c.AddSet(s, nil); err != nil {
-			return err
-		}
-		if err := blindDelete(c, s, nftables.SetElement{Key: ifKey(a.HostVeth)}); err != nil {
-			return err
-		}
-	}
-	return c.Flush()
 }
 
 func (nftIso) CheckIsolation(a Isolation) error {

@@ -350,38 +350,9 @@ func hostSide(t target) string {
 }
 
 func (np nftPorts) DelPorts(p PortMap) error {
-	var fast func(*nftables.Conn) error
-	if tgts := targets(p); len(tgts) > 0 {
-		// An element with other data (another attachment's, after this
-		// one's ADD failed on a conflict) makes this fail: delElements then
-		// removes by tag.
-		fast = func(c *nftables.Conn) error { return np.delFast(c, p, tgts) }
-	}
-	return delElements(fast, taggedSets(nftTable()), tag(p.Network, p.ContainerID, p.IfName))
-}
-
-// delFast removes the attachment's elements in one transaction without
-// reading anything: add + delete succeeds whether or not each is there.
-func (np nftPorts) delFast(c *nftables.Conn, p PortMap, tgts []target) error {
-	o, err := np.ensureBase(c)
-	if err != nil {
-		return err
-	}
-	for _, t := range tgts {
-		e, err := elemsOf(t, "")
-		if err != nil {
-			return err
-		}
-		for _, se := range []struct {
-			s  *nftables.Set
-			el nftables.SetElement
-		}{{o.maps[e.dnatMap], e.dnat}, {o.maps[e.allSet], e.all}} {
-			if err := blindDelete(c, se.s, se.el); err != nil {
-				return err
-			}
-		}
-	}
-	return c.Flush()
+	// By tag only: a host port in prevResult may be published by another
+	// attachment by now (see delElements).
+	return delElements(taggedSets(nftTable()), tag(p.Network, p.ContainerID, p.IfName))
 }
 
 func (np nftPorts) CheckPorts(p PortMap) error {

@@ -243,21 +243,14 @@ func cmdDel(args *skel.CmdArgs) error {
 		return err
 	}
 
-	// IPAM (by exec, a process start: most of a DEL's cost) runs alongside
-	// the link and rule teardown. Every step is idempotent, so a
-	// DEL that fails half way is simply retried by the runtime.
-	ipamDone := make(chan error, 1)
-	go func() { ipamDone <- ipamFor(conf, args).Del() }()
-	tearErr := teardown(conf, args, prev)
-	if err := <-ipamDone; err != nil && tearErr == nil {
-		return err
-	}
-	return tearErr
+	return teardown(conf, args, prev, ipamFor(conf, args).Del)
 }
 
 // teardown removes the veth pair and the masquerade rules of an attachment,
-// whatever is left of them.
-func teardown(conf *NetConf, args *skel.CmdArgs, prev *current.Result) error {
+// whatever is left of them, and then releases its addresses with release.
+// Every step is idempotent, so a DEL that fails half way is simply retried
+// by the runtime.
+func teardown(conf *NetConf, args *skel.CmdArgs, prev *current.Result, release func() error) error {
 	var ips []*net.IPNet
 	if prev != nil {
 		for _, ipc := range prev.IPs {
@@ -290,9 +283,18 @@ func teardown(conf *NetConf, args *skel.CmdArgs, prev *current.Result) error {
 	}
 
 	// Unregistering a veth waits out an RCU grace period in the kernel
-	// (~20 ms here, most of a DEL): the rules go meanwhile.
+	// (~20 ms here, most of a DEL): the rules go meanwhile, and then the
+	// addresses. Not before: an address released first can be handed to a
+	// new container whose masquerade element (same key) this DEL could
+	// still be removing.
 	masqDone := make(chan error, 1)
-	go func() { masqDone <- delMasq(conf, args, ips) }()
+	go func() {
+		err := delMasq(conf, args, ips)
+		if err == nil {
+			err = release()
+		}
+		masqDone <- err
+	}()
 	linkErr := delVeth(host, cont, args)
 	if err := <-masqDone; err != nil && linkErr == nil {
 		return err

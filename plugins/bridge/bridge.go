@@ -86,19 +86,15 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
 	}
 
-	hostName := link.HostVethName(args.ContainerID, args.IfName)
-	veth := link.Veth{HostName: hostName, Master: br, MTU: conf.MTU, PeerName: args.IfName, PeerMAC: conf.mac, PeerNS: cont, HostUp: true}
-	hostVeth, err := link.AddVeth(host, veth)
-	if errors.Is(err, unix.EEXIST) {
-		// The name derives from this attachment: what holds it is a leftover
-		// of an earlier ADD of the same attachment that was never deleted.
-		if err = link.DelLink(host, hostName); err == nil {
-			hostVeth, err = link.AddVeth(host, veth)
-		}
+	veth := link.Veth{Master: br, MTU: conf.MTU, PeerName: args.IfName, PeerMAC: conf.mac, PeerNS: cont, HostUp: true}
+	hostVeth, err := link.AddOwnedVeth(host, veth, args.ContainerID, args.IfName)
+	if errors.Is(err, link.ErrIfaceExists) {
+		return cni.Errorf(cni.CodeConflict, "%s: interface %s already exists in %s", plugin, args.IfName, args.Netns)
 	}
 	if err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
 	}
+	hostName := hostVeth.Attrs().Name
 	undo = append(undo, func() { _ = link.DelLink(host, hostName) })
 	if conf.HairpinMode {
 		if err := host.LinkSetHairpin(hostVeth, true); err != nil {
@@ -303,15 +299,15 @@ func teardown(conf *NetConf, args *skel.CmdArgs, prev *current.Result, release f
 }
 
 // delVeth deletes the container end (when its namespace is still there)
-// and the host end by its derived name, which covers a namespace removed
-// while something still held the veth.
+// and the host end found by its candidate names and owner mark, which
+// covers a container end that is out of reach (netns unknown, or moved).
 func delVeth(host *netlink.Handle, cont *link.NS, args *skel.CmdArgs) error {
 	if cont != nil {
 		if err := link.DelLink(cont.Handle, args.IfName); err != nil {
 			return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
 		}
 	}
-	if err := link.DelLink(host, link.HostVethName(args.ContainerID, args.IfName)); err != nil {
+	if err := link.DelOwnedVeth(host, args.ContainerID, args.IfName); err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
 	}
 	return nil

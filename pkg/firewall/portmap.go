@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/berthnet/berth/pkg/cni"
+	"github.com/berthnet/berth/pkg/link"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -139,7 +140,7 @@ func FlushUDPConntrack(p PortMap) error {
 				return fmt.Errorf("conntrack filter: %w", err)
 			}
 		}
-		if _, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, fam, filt); err != nil {
+		if _, err := link.ConntrackDeleteFilters(netlink.ConntrackTable, fam, filt); err != nil {
 			return fmt.Errorf("flushing udp conntrack for %s: %w", t.m, err)
 		}
 	}

@@ -47,10 +47,8 @@ type PortMap struct {
 	MasqAll bool
 
 	// iptables backend only (the reference plugin's fields).
-	MarkMasqBit          int    // bit of the mark that asks for masquerade
-	ExternalSetMarkChain string // chain that sets that mark, if not ours
-	ConditionsV4         []string
-	ConditionsV6         []string
+	ConditionsV4 []string
+	ConditionsV6 []string
 }
 
 // PortMapper manages port mappings. All methods are idempotent, and act on

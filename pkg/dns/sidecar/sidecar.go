@@ -47,9 +47,6 @@ func (c Config) pidFile() string   { return filepath.Join(c.DataDir, "sidecar.pi
 func (c Config) lifeLock() string  { return filepath.Join(c.DataDir, "sidecar.lock") }
 func (c Config) startLock() string { return filepath.Join(c.DataDir, "start.lock") }
 
-// PIDFile is where the running sidecar writes its pid.
-func (c Config) PIDFile() string { return c.pidFile() }
-
 // Request is one change, sent as one JSON line on the control socket (and
 // on the sidecar's stdin at startup). The reply is one line: "ok",
 // "exiting" (the sidecar is shutting down and did not apply it) or

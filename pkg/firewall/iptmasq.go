@@ -83,6 +83,12 @@ func ensureChain(ipt *iptables.IPTables, table, chain string) error {
 
 func (iptMasq) AddMasq(m Masq) error {
 	tg := tag(m.Network, m.ContainerID, m.IfName)
+	// A teardown of an unused subnet chain waits (see netstate_ipt.go).
+	unlock, err := lockShared()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	for _, ipn := range m.IPs {
 		ipt, err := iptFor(ipn.IP)
 		if err != nil {
@@ -180,6 +186,21 @@ func (iptMasq) DelMasq(m Masq) error {
 		if err := deleteRules(ipt, "nat", iptMasqChain, rules); err != nil {
 			return err
 		}
+		// The subnet's chain, unless another rule still jumps to it.
+		var chains []string
+		for _, ipn := range m.IPs {
+			if (ipn.IP.To4() != nil) == (ipt.Proto() == iptables.ProtocolIPv4) {
+				chains = append(chains, iptSubnetChain(subnetOf(ipn)))
+			}
+		}
+		if len(m.IPs) == 0 {
+			chains = nil // unknown subnet: every unused one
+		} else if len(chains) == 0 {
+			continue
+		}
+		if err := dropUnusedIptMasqChains(ipt, chains); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -224,6 +245,9 @@ func (iptMasq) GCMasq(network string, valid map[cni.Attachment]bool) error {
 			return err
 		}
 		if err := deleteRules(ipt, "nat", iptMasqChain, rules); err != nil {
+			return err
+		}
+		if err := dropUnusedIptMasqChains(ipt, nil); err != nil {
 			return err
 		}
 	}

@@ -221,6 +221,13 @@ func (n nftIso) AddIsolation(a Isolation) error {
 			return err
 		}
 	}
+	// Shared: a DEL removing the network's shared entries waits (see
+	// netstate.go).
+	unlock, err := lockShared()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftables: adding firewall rules for %s: %w", tg, err)
 	}
@@ -265,14 +272,26 @@ func (n nftIso) DelIsolation(a Isolation) error {
 	// By tag only: prevResult's addresses and veth name may be another
 	// attachment's by now (see delElements).
 	tg := tag(a.Network, a.ContainerID, a.IfName)
-	var sets []*nftables.Set
+	tagged, shared := isoSetsOf(inet, br)
+	if err := deleteTagged(c, tagged, func(s string) bool { return s == tg }); err != nil {
+		return err
+	}
+	// The network's bridge entries go with its last attachment.
+	return dropNetworkShared(a.Network, tagged, shared)
+}
+
+// isoSetsOf are the isolation sets in the tables that exist: those of
+// attachments (tagged) and those of networks (shared, comment = network).
+func isoSetsOf(inet, br bool) (tagged, shared []*nftables.Set) {
+	t := nftTable()
 	if inet {
-		sets = append(sets, isoAllowSet(nftTable(), v4), isoAllowSet(nftTable(), v6))
+		tagged = append(tagged, isoAllowSet(t, v4), isoAllowSet(t, v6))
+		shared = append(shared, isoBridgesSet(t), isoSameSet(t))
 	}
 	if br {
-		sets = append(sets, isoIccSet(isoBridgeTable()))
+		tagged = append(tagged, isoIccSet(isoBridgeTable()))
 	}
-	return deleteTagged(c, sets, func(s string) bool { return s == tg })
+	return tagged, shared
 }
 
 func (nftIso) CheckIsolation(a Isolation) error {
@@ -336,22 +355,14 @@ func (nftIso) GCIsolation(network string, valid map[cni.Attachment]bool) error {
 	if err != nil {
 		return err
 	}
-	t := nftTable()
-	var sets []*nftables.Set
-	if inet {
-		sets = append(sets, isoAllowSet(t, v4), isoAllowSet(t, v6), isoBridgesSet(t), isoSameSet(t))
-	}
-	if br {
-		sets = append(sets, isoIccSet(isoBridgeTable()))
-	}
-	if len(sets) == 0 {
+	tagged, shared := isoSetsOf(inet, br)
+	if len(tagged) == 0 {
 		return nil
 	}
 	keep := validTags(network, valid)
 	net := shorten(network)
-	return deleteTagged(c, sets, func(s string) bool {
-		// Attachment elements of this network no longer valid, and the
-		// network's bridge entries once it has no attachment left.
-		return (tagNetwork(s) == net && !keep[s]) || (len(valid) == 0 && s == net)
-	})
+	if err := deleteTagged(c, tagged, func(s string) bool { return tagNetwork(s) == net && !keep[s] }); err != nil {
+		return err
+	}
+	return dropNetworkShared(network, tagged, shared)
 }

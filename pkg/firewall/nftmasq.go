@@ -223,7 +223,41 @@ func (m nftMasq) DelMasq(ms Masq) error {
 	// By tag, whatever ms.IPs say: prevResult's addresses may be another
 	// attachment's by now.
 	t := nftTable()
-	return delElements([]*nftables.Set{masqMap(t, v4), masqMap(t, v6)}, tag(ms.Network, ms.ContainerID, ms.IfName))
+	if err := delElements([]*nftables.Set{masqMap(t, v4), masqMap(t, v6)}, tag(ms.Network, ms.ContainerID, ms.IfName)); err != nil {
+		return err
+	}
+	// Then the subnet's chain, unless another element still jumps to it.
+	var chains []string
+	for _, ipn := range ms.IPs {
+		chains = append(chains, masqChainName(subnetOf(ipn)))
+	}
+	if len(chains) == 0 {
+		// Without addresses the subnet is unknown: try them all.
+		return dropUnusedMasqChains()
+	}
+	return dropUnusedChains(chains)
+}
+
+// dropUnusedMasqChains deletes every subnet chain no element jumps to.
+func dropUnusedMasqChains() error {
+	c, err := newConn()
+	if err != nil {
+		return err
+	}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		if isNotExist(err) {
+			return nil
+		}
+		return fmt.Errorf("nftables: listing chains: %w", err)
+	}
+	var unused []string
+	for _, ch := range chains {
+		if ch.Table.Name == TableName && strings.HasPrefix(ch.Name, "masq-") && ch.Name != masqPostrouting {
+			unused = append(unused, ch.Name)
+		}
+	}
+	return dropUnusedChains(unused)
 }
 
 func (m nftMasq) CheckMasq(ms Masq) error {
@@ -279,7 +313,10 @@ func (m nftMasq) GCMasq(network string, valid map[cni.Attachment]bool) error {
 	keep := validTags(network, valid)
 	net := shorten(network)
 	t := nftTable()
-	return deleteTagged(c, []*nftables.Set{masqMap(t, v4), masqMap(t, v6)}, func(s string) bool {
+	if err := deleteTagged(c, []*nftables.Set{masqMap(t, v4), masqMap(t, v6)}, func(s string) bool {
 		return tagNetwork(s) == net && !keep[s]
-	})
+	}); err != nil {
+		return err
+	}
+	return dropUnusedMasqChains()
 }

@@ -284,12 +284,22 @@ func (np nftPorts) AddPorts(p PortMap) error {
 			}
 		}
 		if p.SNAT {
-			if err := c.SetAddElements(o.hairpin[t.f.nfproto], intervalOf(t.f, t.ctr)); err != nil {
+			// The network's name marks the subnet's interval, which
+			// goes with the network's last published port.
+			iv := intervalOf(t.f, t.ctr)
+			iv[0].Comment = shorten(p.Network)
+			if err := c.SetAddElements(o.hairpin[t.f.nfproto], iv); err != nil {
 				return fmt.Errorf("nftables: hairpin subnet %s: %w", t.ctr, err)
 			}
 		}
 	}
-	if err := c.Flush(); err != nil {
+	unlock, err := lockShared()
+	if err != nil {
+		return err
+	}
+	err = c.Flush()
+	unlock()
+	if err != nil {
 		if cerr := np.findConflict(tgts, tg); cerr != nil {
 			return cerr
 		}
@@ -352,7 +362,11 @@ func hostSide(t target) string {
 func (np nftPorts) DelPorts(p PortMap) error {
 	// By tag only: a host port in prevResult may be published by another
 	// attachment by now (see delElements).
-	return delElements(taggedSets(nftTable()), tag(p.Network, p.ContainerID, p.IfName))
+	t := nftTable()
+	if err := delElements(taggedSets(t), tag(p.Network, p.ContainerID, p.IfName)); err != nil {
+		return err
+	}
+	return dropNetworkShared(p.Network, taggedSets(t), []*nftables.Set{hairpinSet(t, v4), hairpinSet(t, v6)})
 }
 
 func (np nftPorts) CheckPorts(p PortMap) error {
@@ -421,5 +435,9 @@ func (nftPorts) GCPorts(network string, valid map[cni.Attachment]bool) error {
 	}
 	keep := validTags(network, valid)
 	net := shorten(network)
-	return deleteTagged(c, taggedSets(nftTable()), func(s string) bool { return tagNetwork(s) == net && !keep[s] })
+	t := nftTable()
+	if err := deleteTagged(c, taggedSets(t), func(s string) bool { return tagNetwork(s) == net && !keep[s] }); err != nil {
+		return err
+	}
+	return dropNetworkShared(network, taggedSets(t), []*nftables.Set{hairpinSet(t, v4), hairpinSet(t, v6)})
 }

@@ -115,7 +115,6 @@ func (c *Config) HasAuto() bool {
 	return false
 }
 
-
 type rangeConf struct {
 	Subnet     string `json:"subnet"`
 	RangeStart string `json:"rangeStart,omitempty"`

@@ -221,13 +221,11 @@ func (n nftIso) AddIsolation(a Isolation) error {
 			return err
 		}
 	}
-	// Shared: a DEL removing the network's shared entries waits (see
+	// The attachment's reference keeps the network's bridge entries (see
 	// netstate.go).
-	unlock, err := lockShared()
-	if err != nil {
+	if err := addRef(c, c.AddTable(nftTable()), isoRefs, isoNetChain, a.Network, tg); err != nil {
 		return err
 	}
-	defer unlock()
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftables: adding firewall rules for %s: %w", tg, err)
 	}
@@ -269,15 +267,30 @@ func (n nftIso) DelIsolation(a Isolation) error {
 	if !inet && !br {
 		return nil
 	}
-	// By tag only: prevResult's addresses and veth name may be another
-	// attachment's by now (see delElements).
+	// Only elements carrying this attachment's tag: prevResult's
+	// addresses and veth name may be another attachment's by now.
 	tg := tag(a.Network, a.ContainerID, a.IfName)
 	tagged, shared := isoSetsOf(inet, br)
-	if err := deleteTagged(c, tagged, func(s string) bool { return s == tg }); err != nil {
+	if len(a.IPs) > 0 && (!br || a.HostVeth != "") {
+		// The keys are known: one GET each, cost independent of the
+		// number of containers.
+		ks := []keyed{{refMap(isoRefs), refKey(tg)}}
+		for _, ipn := range a.IPs {
+			f := familyOf(ipn.IP)
+			ks = append(ks, keyed{isoAllowSet(nftTable(), f), f.addrBytes(ipn.IP)})
+		}
+		if br {
+			ks = append(ks, keyed{isoIccSet(isoBridgeTable()), ifKey(a.HostVeth)})
+		}
+		err = delOwned(ks, tagged, tg)
+	} else {
+		err = deleteTagged(c, tagged, func(s string) bool { return s == tg })
+	}
+	if err != nil || !inet {
 		return err
 	}
 	// The network's bridge entries go with its last attachment.
-	return dropNetworkShared(a.Network, tagged, shared)
+	return dropNetwork(isoNetChain, a.Network, shared)
 }
 
 // isoSetsOf are the isolation sets in the tables that exist: those of
@@ -285,7 +298,7 @@ func (n nftIso) DelIsolation(a Isolation) error {
 func isoSetsOf(inet, br bool) (tagged, shared []*nftables.Set) {
 	t := nftTable()
 	if inet {
-		tagged = append(tagged, isoAllowSet(t, v4), isoAllowSet(t, v6))
+		tagged = append(tagged, isoAllowSet(t, v4), isoAllowSet(t, v6), refMap(isoRefs))
 		shared = append(shared, isoBridgesSet(t), isoSameSet(t))
 	}
 	if br {
@@ -364,5 +377,8 @@ func (nftIso) GCIsolation(network string, valid map[cni.Attachment]bool) error {
 	if err := deleteTagged(c, tagged, func(s string) bool { return tagNetwork(s) == net && !keep[s] }); err != nil {
 		return err
 	}
-	return dropNetworkShared(network, tagged, shared)
+	if !inet {
+		return nil
+	}
+	return dropNetwork(isoNetChain, network, shared)
 }

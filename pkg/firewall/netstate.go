@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -11,27 +12,35 @@ import (
 	"syscall"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
 
 // Per-network state (DESIGN.md, Ownership): besides each attachment's
 // elements, a network has objects shared by its attachments: the
 // masquerade chain of its subnet, its bridge in the isolation sets, its
-// subnet in the hairpin sets, the iptables subnet chain. They go when the
-// network's last attachment goes, and in GC.
+// subnet in the hairpin sets, the iptables subnet chain and bridge rules.
+// They go when the network's last attachment goes, and in GC.
 //
-// Shared objects are (re)added by every ADD, in the ADD's transaction. A
-// DEL that finds no attachment of the network left deletes them. The two
-// must not interleave: a DEL that saw no attachment, followed by an ADD's
-// commit, followed by the DEL's deletion would leave the new attachment
-// without its network's objects. So ADDs hold a shared lock around their
-// transaction (they never wait on each other) and the DEL takes the lock
-// exclusively to look again and delete. Masquerade chains need no lock:
-// the kernel refuses (EBUSY) to delete a chain a map element jumps to, and
-// transactions are atomic.
+// Shared objects are (re)added by every ADD, in the ADD's transaction, and
+// the teardown must not interleave with an ADD: a DEL that saw no
+// attachment, then an ADD's commit, then the DEL's deletion would leave the
+// new attachment without its network's objects. nftables counts for us:
+// the kernel refuses (EBUSY) to delete a chain that a map element jumps
+// to, and a transaction is atomic. So a masquerade chain is deleted on its
+// own (the masq map's elements jump to it), and for the shared set
+// elements each kind of attachment (ports, isolation) holds a reference
+// element in a map of its own, jumping to an empty per-network chain; the
+// teardown deletes that chain together with the shared elements, in one
+// transaction that the kernel refuses while any reference is left. No
+// lock, no dump of the attachments, whatever their number.
+//
+// iptables has no transactions over several commands, so its backends use
+// a lock (LockFile): ADDs hold it shared, the teardown exclusively.
 
-// LockFile is the host-wide lock between ADDs and per-network teardown. It
-// is on tmpfs: the kernel state it guards does not survive a reboot either.
+// LockFile is the host-wide lock of the iptables backends between ADDs and
+// per-network teardown. It is on tmpfs: the kernel state it guards does
+// not survive a reboot either.
 const LockFile = "/run/cni/berth/firewall.lock"
 
 // lockShared and lockExclusive take LockFile; the returned func releases it.
@@ -51,6 +60,89 @@ func lockState(how int) (func(), error) {
 		return nil, fmt.Errorf("firewall lock: %w", err)
 	}
 	return func() { f.Close() }, nil
+}
+
+// Reference maps and chains (see above): "ports-refs" / "fw-refs", keyed
+// by a hash of the attachment's tag, jumping to "ports-net-<network>" /
+// "fw-net-<network>".
+const (
+	portsRefs     = "ports-refs"
+	portsNetChain = "ports-net-"
+	isoRefs       = "fw-refs"
+	isoNetChain   = "fw-net-"
+)
+
+// refMap is a reference map: 16-byte keys (the ipv6_addr type is only a
+// carrier of the right size) to verdicts.
+func refMap(name string) *nftables.Set {
+	return &nftables.Set{Table: nftTable(), Name: name, KeyType: nftables.TypeIP6Addr, DataType: nftables.TypeVerdict, IsMap: true}
+}
+
+// refKey is the attachment's key in a reference map: unique to the
+// attachment, so deleting it by key never touches another's.
+func refKey(tg string) []byte {
+	sum := sha256.Sum256([]byte(tg))
+	return sum[:16]
+}
+
+// addRef queues, in an ADD's transaction, the network's reference chain
+// and the attachment's reference to it.
+func addRef(c *nftables.Conn, t *nftables.Table, mapName, chainPrefix, network, tg string) error {
+	s := refMap(mapName)
+	s.Table = t
+	if err := c.AddSet(s, nil); err != nil {
+		return fmt.Errorf("nftables: map %s: %w", mapName, err)
+	}
+	ch := c.AddChain(&nftables.Chain{Name: chainPrefix + shorten(network), Table: t})
+	el := nftables.SetElement{Key: refKey(tg), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: ch.Name}, Comment: tg}
+	if err := c.SetAddElements(s, []nftables.SetElement{el}); err != nil {
+		return fmt.Errorf("nftables: %s element: %w", mapName, err)
+	}
+	return nil
+}
+
+// dropNetwork deletes the network's reference chain and its shared
+// elements (comment = the network) in one transaction, which the kernel
+// refuses while an attachment of the network still references the chain;
+// then, or when there is no such chain, nothing changes.
+func dropNetwork(chainPrefix, network string, shared []*nftables.Set) error {
+	c, err := newConn()
+	if err != nil {
+		return err
+	}
+	net := shorten(network)
+	var queue []func() error
+	for _, s := range shared {
+		els, err := dumpElements(c, s)
+		if err != nil {
+			return err
+		}
+		drop := func(cm string) bool { return cm == net }
+		var del []nftables.SetElement
+		if s.Interval {
+			del = intervalsOf(els, drop)
+		} else {
+			for _, e := range els {
+				if drop(e.Comment) {
+					del = append(del, nftables.SetElement{Key: e.Key})
+				}
+			}
+		}
+		if len(del) > 0 {
+			s := s
+			queue = append(queue, func() error { return c.SetDeleteElements(s, del) })
+		}
+	}
+	c.DelChain(&nftables.Chain{Name: chainPrefix + net, Table: nftTable()})
+	for _, q := range queue {
+		if err := q(); err != nil {
+			return fmt.Errorf("nftables: %w", err)
+		}
+	}
+	if err := c.Flush(); err != nil && !isBusy(err) && !isNotExist(err) {
+		return fmt.Errorf("nftables: removing network %s: %w", network, err)
+	}
+	return nil
 }
 
 // isBusy: the kernel refused to delete an object still referenced.
@@ -73,103 +165,6 @@ func dropUnusedChains(chains []string) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// networkHas reports whether any element of sets carries a tag of network
-// (its shortened form, as in tags).
-func networkHas(c *nftables.Conn, sets []*nftables.Set, network string) (bool, error) {
-	for _, s := range sets {
-		els, err := dumpElements(c, s)
-		if err != nil {
-			return false, err
-		}
-		for _, e := range els {
-			if tagNetwork(e.Comment) == network {
-				return true, nil
-			}
-		}
-	}
-	return false, nil
-}
-
-// dropNetworkShared deletes the network's shared elements (comment = the
-// network's name) from shared, once no element of tagged carries one of
-// its attachments' tags. The first look is without the lock (DELs of other
-// networks' containers, the common case, never wait); the second is under
-// the exclusive lock, with no ADD in flight.
-func dropNetworkShared(network string, tagged, shared []*nftables.Set) error {
-	net := shorten(network)
-	c, err := newConn()
-	if err != nil {
-		return err
-	}
-	if has, err := networkHas(c, tagged, net); err != nil || has {
-		return err
-	}
-	if has, err := sharedHas(c, shared, net); err != nil || !has {
-		return err
-	}
-	unlock, err := lockExclusive()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	if has, err := networkHas(c, tagged, net); err != nil || has {
-		return err
-	}
-	return deleteShared(c, shared, func(s string) bool { return s == net })
-}
-
-// sharedHas reports whether any element of shared is the network's.
-func sharedHas(c *nftables.Conn, shared []*nftables.Set, network string) (bool, error) {
-	for _, s := range shared {
-		els, err := dumpElements(c, s)
-		if err != nil {
-			return false, err
-		}
-		for _, e := range els {
-			if e.Comment == network {
-				return true, nil
-			}
-		}
-	}
-	return false, nil
-}
-
-// deleteShared deletes the elements of shared whose comment satisfies drop;
-// for an interval set, the interval's end element goes with its start.
-func deleteShared(c *nftables.Conn, shared []*nftables.Set, drop func(string) bool) error {
-	n := 0
-	for _, s := range shared {
-		els, err := dumpElements(c, s)
-		if err != nil {
-			return err
-		}
-		var del []nftables.SetElement
-		if s.Interval {
-			del = intervalsOf(els, drop)
-		} else {
-			for _, e := range els {
-				if drop(e.Comment) {
-					del = append(del, nftables.SetElement{Key: e.Key})
-				}
-			}
-		}
-		if len(del) == 0 {
-			continue
-		}
-		if err := c.SetDeleteElements(s, del); err != nil {
-			return fmt.Errorf("nftables: %s: %w", s.Name, err)
-		}
-		n += len(del)
-	}
-	if n == 0 {
-		return nil
-	}
-	if err := c.Flush(); err != nil && !isNotExist(err) {
-		return fmt.Errorf("nftables: deleting %d shared elements: %w", n, err)
-	}
-	return nil
 }
 
 // intervalsOf pairs each start element whose comment satisfies drop with

@@ -223,7 +223,22 @@ func (m nftMasq) DelMasq(ms Masq) error {
 	// By tag, whatever ms.IPs say: prevResult's addresses may be another
 	// attachment's by now.
 	t := nftTable()
-	if err := delElements([]*nftables.Set{masqMap(t, v4), masqMap(t, v6)}, tag(ms.Network, ms.ContainerID, ms.IfName)); err != nil {
+	sets := []*nftables.Set{masqMap(t, v4), masqMap(t, v6)}
+	tg := tag(ms.Network, ms.ContainerID, ms.IfName)
+	var ks []keyed
+	for _, ipn := range ms.IPs {
+		f := familyOf(ipn.IP)
+		ks = append(ks, keyed{masqMap(t, f), f.addrBytes(ipn.IP)})
+	}
+	var err error
+	if len(ks) > 0 {
+		// One GET per address: cost independent of the number of
+		// containers.
+		err = delOwned(ks, sets, tg)
+	} else {
+		err = delElements(sets, tg)
+	}
+	if err != nil {
 		return err
 	}
 	// Then the subnet's chain, unless another element still jumps to it.

@@ -93,7 +93,7 @@ func taggedSets(t *nftables.Table) []*nftables.Set {
 	for _, f := range []family{v4, v6} {
 		out = append(out, portsMap(t, f, true), portsMap(t, f, false), masqAllSet(t, f))
 	}
-	return out
+	return append(out, refMap(portsRefs))
 }
 
 // Expressions loading the lookup keys into consecutive 32-bit registers
@@ -293,13 +293,12 @@ func (np nftPorts) AddPorts(p PortMap) error {
 			}
 		}
 	}
-	unlock, err := lockShared()
-	if err != nil {
+	// The attachment's reference keeps the network's hairpin entries (see
+	// netstate.go).
+	if err := addRef(c, o.table, portsRefs, portsNetChain, p.Network, tg); err != nil {
 		return err
 	}
-	err = c.Flush()
-	unlock()
-	if err != nil {
+	if err := c.Flush(); err != nil {
 		if cerr := np.findConflict(tgts, tg); cerr != nil {
 			return cerr
 		}
@@ -360,13 +359,31 @@ func hostSide(t target) string {
 }
 
 func (np nftPorts) DelPorts(p PortMap) error {
-	// By tag only: a host port in prevResult may be published by another
-	// attachment by now (see delElements).
+	// Only elements carrying this attachment's tag: a host port in
+	// prevResult may be published by another attachment by now.
+	tg := tag(p.Network, p.ContainerID, p.IfName)
 	t := nftTable()
-	if err := delElements(taggedSets(t), tag(p.Network, p.ContainerID, p.IfName)); err != nil {
+	var err error
+	if tgts := targets(p); len(tgts) > 0 {
+		// The keys are known: one GET each, cost independent of the
+		// number of containers.
+		ks := []keyed{{refMap(portsRefs), refKey(tg)}}
+		for _, tgt := range tgts {
+			e, err := elemsOf(tgt, tg)
+			if err != nil {
+				return err
+			}
+			ks = append(ks, keyed{portsMap(t, tgt.f, tgt.specific()), e.dnat.Key}, keyed{masqAllSet(t, tgt.f), e.all.Key})
+		}
+		err = delOwned(ks, taggedSets(t), tg)
+	} else {
+		err = delElements(taggedSets(t), tg)
+	}
+	if err != nil {
 		return err
 	}
-	return dropNetworkShared(p.Network, taggedSets(t), []*nftables.Set{hairpinSet(t, v4), hairpinSet(t, v6)})
+	// The network's hairpin entries go with its last published port.
+	return dropNetwork(portsNetChain, p.Network, []*nftables.Set{hairpinSet(t, v4), hairpinSet(t, v6)})
 }
 
 func (np nftPorts) CheckPorts(p PortMap) error {
@@ -439,5 +456,5 @@ func (nftPorts) GCPorts(network string, valid map[cni.Attachment]bool) error {
 	if err := deleteTagged(c, taggedSets(t), func(s string) bool { return tagNetwork(s) == net && !keep[s] }); err != nil {
 		return err
 	}
-	return dropNetworkShared(network, taggedSets(t), []*nftables.Set{hairpinSet(t, v4), hairpinSet(t, v6)})
+	return dropNetwork(portsNetChain, network, []*nftables.Set{hairpinSet(t, v4), hairpinSet(t, v6)})
 }

@@ -64,7 +64,8 @@ func networkState(t testing.TB, e *nstest.Env, name, bridge, subnetChain string)
 	for _, line := range strings.Split(ruleset, "\n") {
 		if strings.Contains(line, subnetChain) || strings.Contains(line, `"`+bridge+`"`) ||
 			strings.Contains(line, `"`+name+`"`) || strings.Contains(line, `"`+name+`/`) ||
-			strings.Contains(line, " "+bridge+" ") || strings.Contains(line, " "+name+"/") {
+			strings.Contains(line, " "+bridge+" ") || strings.Contains(line, " "+name+"/") ||
+			strings.Contains(line, "-net-"+name+" ") {
 			left = append(left, "nft: "+strings.TrimSpace(line))
 		}
 	}
@@ -108,9 +109,22 @@ func TestLastDelRemovesNetworkState(t *testing.T) {
 			if backend == "iptables" && iptMasqChains(t, e) == masqChains {
 				t.Fatal("no iptables masquerade chain for the network while in use")
 			}
-			for _, rc := range rcs {
+			for i, rc := range rcs {
 				if err := e.RT.Del(ctx, gone, rc); err != nil {
 					t.Fatalf("DEL %s: %v", rc.ContainerID, err)
+				}
+				if i == 0 && backend == "nftables" {
+					// One container is left: the network's state stays.
+					// (nft prints fw-bridges' ifname keys as "": fw-same
+					// shows the bridge.)
+					for set, want := range map[string]string{"fw-same": `"brgone" . "brgone"`, "fw-bridges": `comment "gone"`, "hairpin4": "10.55.0.0/24"} {
+						if out := e.Host.MustExec(t, "nft", "list", "set", "inet", "berth", set); !strings.Contains(out, want) {
+							t.Fatalf("with one container left, %s lost %s:\n%s", set, want, out)
+						}
+					}
+					if out := e.Host.MustExec(t, "nft", "list", "chains", "inet"); !strings.Contains(out, "masq-10.55.0.0-24") {
+						t.Fatalf("with one container left, the masquerade chain went:\n%s", out)
+					}
 				}
 			}
 			if left := networkState(t, e, "gone", "brgone", "masq-10.55.0.0-24"); len(left) > 0 {

@@ -115,7 +115,8 @@ func (w *world) leaks(t testing.TB, network, bridge string, keepIDs map[string]b
 	}
 	if len(keepIDs) == 0 {
 		for _, line := range strings.Split(ruleset, "\n") {
-			if strings.Contains(line, `comment "`+network+`"`) || strings.Contains(line, "chain masq-10.") {
+			if strings.Contains(line, `comment "`+network+`"`) || strings.Contains(line, "chain masq-10.") ||
+				strings.Contains(line, "-net-"+network+" ") {
 				out = append(out, "nft: "+strings.TrimSpace(line))
 			}
 		}

@@ -59,7 +59,8 @@ var ErrIfaceExists = errors.New("interface already exists in the container")
 // AddOwnedVeth creates the attachment's veth pair (v without HostName),
 // its host end marked with VethAlias, under the first candidate name that
 // is free. A candidate held by a link carrying the same mark is a leftover
-// of this attachment (an ADD whose DEL never came): it is deleted and the
+// of this attachment (an ADD whose DEL never came) unless the container has
+// its end (then it is live: ErrIfaceExists): a leftover is deleted and the
 // name reused. A candidate held by anything else is never touched.
 //
 // Same as: ip link add NAME … alias berth:ID/IF type veth peer name PEER netns NS
@@ -82,6 +83,14 @@ func AddOwnedVeth(h *netlink.Handle, v Veth, containerID, ifName string) (netlin
 		}
 		if held.Attrs().Alias != alias {
 			continue // someone else's: try the next name
+		}
+		// Ours. A pair is created whole, so if the container already has
+		// its end, this is a live attachment (a concurrent ADD of the same
+		// attachment made it), not a leftover.
+		if v.PeerNS != nil {
+			if _, err := v.PeerNS.Handle.LinkByName(v.PeerName); err == nil {
+				return nil, fmt.Errorf("create veth %s (peer %s): %w", name, v.PeerName, ErrIfaceExists)
+			}
 		}
 		if err := h.LinkDel(held); err != nil && !IsNotFound(err) {
 			return nil, fmt.Errorf("delete leftover veth %s: %w", name, err)

@@ -52,6 +52,10 @@ func cmdAdd(args *skel.CmdArgs) error {
 	ipamWaited := false
 	// Every step below registers its undo; committed turns them off.
 	committed := false
+	// liveTwin: a concurrent ADD of the same attachment made the
+	// interface. The reservation (keyed by container ID and ifname) is
+	// then the twin's too, whichever of the two made it.
+	liveTwin := false
 	var undo []func()
 	waitIPAM := func() error {
 		ipamWaited = true
@@ -63,7 +67,11 @@ func cmdAdd(args *skel.CmdArgs) error {
 		// Release only what this ADD reserved: a reservation the
 		// attachment already held is an earlier, maybe live, ADD's.
 		if ipamRun.Fresh() {
-			undo = append(undo, func() { _ = ipd.Del() })
+			undo = append(undo, func() {
+				if !liveTwin {
+					_ = ipd.Del()
+				}
+			})
 		}
 		return nil
 	}
@@ -89,6 +97,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	veth := link.Veth{Master: br, MTU: conf.MTU, PeerName: args.IfName, PeerMAC: conf.mac, PeerNS: cont, HostUp: true}
 	hostVeth, err := link.AddOwnedVeth(host, veth, args.ContainerID, args.IfName)
 	if errors.Is(err, link.ErrIfaceExists) {
+		liveTwin = true
 		return cni.Errorf(cni.CodeConflict, "%s: interface %s already exists in %s", plugin, args.IfName, args.Netns)
 	}
 	if err != nil {

@@ -2,7 +2,11 @@ package retry_test
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/berthnet/berth/internal/nstest"
 )
@@ -32,5 +36,54 @@ func TestRepeatedAddKeepsAttachment(t *testing.T) {
 	nstest.Ping(t, c3.NS, ip1)
 	if err := e.RT.Check(context.Background(), list, c1.RC); err != nil {
 		t.Fatalf("CHECK of the first container after the repeated ADD: %v", err)
+	}
+}
+
+// A runtime that times out and retries while the first ADD is still
+// running sends the same ADD concurrently. One wins; the others fail with
+// 101 and undo nothing of the winner's: not its veth (a pair is made whole,
+// so a marked veth whose container end exists is live, not a leftover), not
+// its reservation.
+func TestConcurrentRepeatedAdds(t *testing.T) {
+	e := nstest.NewEnv(t)
+	list := e.Conflist(nstest.Example(t, "docker-bridge-ports.conflist"))
+	for round := 0; round < 5; round++ {
+		c := &nstest.Container{NS: nstest.NewNS(t, "ctr"), ID: fmt.Sprintf("dup-%d", round)}
+		rc := nstest.Attachment(c.ID, c.NS, "eth0")
+		t.Cleanup(func() { _ = e.RT.Del(context.Background(), list, rc) })
+		const n = 4
+		var wg sync.WaitGroup
+		results := make([]*current.Result, n)
+		errs := make([]error, n)
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				results[i], errs[i] = e.RT.Add(context.Background(), list, rc)
+			}(i)
+		}
+		wg.Wait()
+		var won *current.Result
+		for i := 0; i < n; i++ {
+			if errs[i] == nil {
+				if won != nil {
+					t.Fatalf("round %d: two concurrent ADDs of one attachment succeeded", round)
+				}
+				won = results[i]
+				continue
+			}
+			wantCode(t, errs[i], 101)
+		}
+		if won == nil {
+			t.Fatalf("round %d: no ADD succeeded: %v", round, errs)
+		}
+		ip := nstest.IP(t, won, "4")
+		if got := reservations(e, list.Name); !contains(got, ip) {
+			t.Fatalf("round %d: reservations %v, want the winner's %s", round, got, ip)
+		}
+		nstest.Ping(t, e.Host, ip)
+		if err := e.RT.Check(context.Background(), list, rc); err != nil {
+			t.Fatalf("round %d: CHECK of the winner: %v", round, err)
+		}
 	}
 }

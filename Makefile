@@ -52,3 +52,12 @@ install: build
 
 clean:
 	rm -rf $(BIN)
+
+# Long forms of the reliability suites (issue 8). The storm: 20000 ADD/DEL
+# cycles by 32 workers over Docker's chain, then a leak audit (`make test`
+# runs 1000; BERTH_STORM_CYCLES and BERTH_STORM_WORKERS scale it).
+.PHONY: soak soak-storm
+soak: soak-storm
+
+soak-storm: deps build
+	BERTH_STORM_CYCLES=20000 $(GO) test -count=1 -timeout 8h -run 'TestStorm$$' -v ./test/storm/

@@ -83,6 +83,12 @@ func ensureChain(ipt *iptables.IPTables, table, chain string) error {
 
 func (iptMasq) AddMasq(m Masq) error {
 	tg := tag(m.Network, m.ContainerID, m.IfName)
+	// A teardown of an unused subnet chain waits (see netstate_ipt.go).
+	unlock, err := lockShared()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	for _, ipn := range m.IPs {
 		ipt, err := iptFor(ipn.IP)
 		if err != nil {
@@ -190,7 +196,35 @@ func iptDeleteTagged(table string, chains []string, match func(string) bool) err
 
 func (iptMasq) DelMasq(m Masq) error {
 	tg := tag(m.Network, m.ContainerID, m.IfName)
-	return iptDeleteTagged("nat", []string{iptMasqChain}, func(s string) bool { return s == tg })
+	ipts, err := iptBoth()
+	if err != nil {
+		return err
+	}
+	for _, ipt := range ipts {
+		rules, err := taggedRules(ipt, "nat", iptMasqChain, func(s string) bool { return s == tg })
+		if err != nil {
+			return err
+		}
+		if err := deleteRules(ipt, "nat", iptMasqChain, rules); err != nil {
+			return err
+		}
+		// The subnet's chain, unless another rule still jumps to it.
+		var chains []string
+		for _, ipn := range m.IPs {
+			if (ipn.IP.To4() != nil) == (ipt.Proto() == iptables.ProtocolIPv4) {
+				chains = append(chains, iptSubnetChain(subnetOf(ipn)))
+			}
+		}
+		if len(m.IPs) == 0 {
+			chains = nil // unknown subnet: every unused one
+		} else if len(chains) == 0 {
+			continue
+		}
+		if err := dropUnusedIptMasqChains(ipt, chains); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (iptMasq) CheckMasq(m Masq) error {
@@ -233,6 +267,9 @@ func (iptMasq) GCMasq(network string, valid map[cni.Attachment]bool) error {
 			return err
 		}
 		if err := deleteRules(ipt, "nat", iptMasqChain, rules); err != nil {
+			return err
+		}
+		if err := dropUnusedIptMasqChains(ipt, nil); err != nil {
 			return err
 		}
 	}

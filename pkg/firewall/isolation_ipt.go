@@ -115,6 +115,12 @@ func (b iptIso) AddIsolation(a Isolation) error {
 	if err != nil {
 		return err
 	}
+	// A teardown of the bridge's rules waits (see netstate_ipt.go).
+	unlock, err := lockShared()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	for _, ipt := range ipts {
 		if err := b.base(ipt); err != nil {
 			return err
@@ -135,7 +141,18 @@ func (b iptIso) AddIsolation(a Isolation) error {
 
 func (iptIso) DelIsolation(a Isolation) error {
 	tg := tag(a.Network, a.ContainerID, a.IfName)
-	return iptDelTagged(func(s string) bool { return s == tg })
+	if err := iptDelTagged(func(s string) bool { return s == tg }); err != nil {
+		return err
+	}
+	if a.Policy != PolicySameBridge && a.Policy != PolicyIsolated {
+		return nil
+	}
+	ipts, err := iptBoth()
+	if err != nil {
+		return err
+	}
+	// The bridge's isolation rules go with the network's last attachment.
+	return dropIptIsolation(ipts, a.Network, a.Bridge)
 }
 
 // iptDelTagged removes the isolation rules whose tag matches.

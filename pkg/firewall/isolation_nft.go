@@ -221,6 +221,11 @@ func (n nftIso) AddIsolation(a Isolation) error {
 			return err
 		}
 	}
+	// The attachment's reference keeps the network's bridge entries (see
+	// netstate.go).
+	if err := addRef(c, c.AddTable(nftTable()), isoRefs, isoNetChain, a.Network, tg); err != nil {
+		return err
+	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftables: adding firewall rules for %s: %w", tg, err)
 	}
@@ -262,49 +267,44 @@ func (n nftIso) DelIsolation(a Isolation) error {
 	if !inet && !br {
 		return nil
 	}
+	// Only elements carrying this attachment's tag: prevResult's
+	// addresses and veth name may be another attachment's by now.
 	tg := tag(a.Network, a.ContainerID, a.IfName)
-	// Fast path when prevResult told us the keys: one transaction, no
-	// dump, cost independent of the number of containers.
-	if len(a.IPs) > 0 && (a.Policy != PolicyIsolated || a.HostVeth != "") {
-		if err := n.delFast(c, a, inet, br); err == nil {
-			return nil
-		}
-		if c, err = newConn(); err != nil {
-			return err
-		}
-	}
-	sets := []*nftables.Set{isoAllowSet(nftTable(), v4), isoAllowSet(nftTable(), v6)}
-	if br {
-		sets = append(sets, isoIccSet(isoBridgeTable()))
-	}
-	return deleteTagged(c, sets, func(s string) bool { return s == tg })
-}
-
-func (nftIso) delFast(c *nftables.Conn, a Isolation, inet, br bool) error {
-	if inet {
-		t := nftTable()
-		for _, f := range []family{v4, v6} {
-			if err := c.AddSet(isoAllowSet(t, f), nil); err != nil {
-				return err
-			}
-		}
+	tagged, shared := isoSetsOf(inet, br)
+	if len(a.IPs) > 0 && (!br || a.HostVeth != "") {
+		// The keys are known: one GET each, cost independent of the
+		// number of containers.
+		ks := []keyed{{refMap(isoRefs), refKey(tg)}}
 		for _, ipn := range a.IPs {
 			f := familyOf(ipn.IP)
-			if err := blindDelete(c, isoAllowSet(t, f), nftables.SetElement{Key: f.addrBytes(ipn.IP)}); err != nil {
-				return err
-			}
+			ks = append(ks, keyed{isoAllowSet(nftTable(), f), f.addrBytes(ipn.IP)})
 		}
+		if br {
+			ks = append(ks, keyed{isoIccSet(isoBridgeTable()), ifKey(a.HostVeth)})
+		}
+		err = delOwned(ks, tagged, tg)
+	} else {
+		err = deleteTagged(c, tagged, func(s string) bool { return s == tg })
 	}
-	if br && a.HostVeth != "" {
-		s := isoIccSet(isoBridgeTable())
-		if err := c.AddSet(s, nil); err != nil {
-			return err
-		}
-		if err := blindDelete(c, s, nftables.SetElement{Key: ifKey(a.HostVeth)}); err != nil {
-			return err
-		}
+	if err != nil || !inet {
+		return err
 	}
-	return c.Flush()
+	// The network's bridge entries go with its last attachment.
+	return dropNetwork(isoNetChain, a.Network, shared)
+}
+
+// isoSetsOf are the isolation sets in the tables that exist: those of
+// attachments (tagged) and those of networks (shared, comment = network).
+func isoSetsOf(inet, br bool) (tagged, shared []*nftables.Set) {
+	t := nftTable()
+	if inet {
+		tagged = append(tagged, isoAllowSet(t, v4), isoAllowSet(t, v6), refMap(isoRefs))
+		shared = append(shared, isoBridgesSet(t), isoSameSet(t))
+	}
+	if br {
+		tagged = append(tagged, isoIccSet(isoBridgeTable()))
+	}
+	return tagged, shared
 }
 
 func (nftIso) CheckIsolation(a Isolation) error {
@@ -368,22 +368,17 @@ func (nftIso) GCIsolation(network string, valid map[cni.Attachment]bool) error {
 	if err != nil {
 		return err
 	}
-	t := nftTable()
-	var sets []*nftables.Set
-	if inet {
-		sets = append(sets, isoAllowSet(t, v4), isoAllowSet(t, v6), isoBridgesSet(t), isoSameSet(t))
-	}
-	if br {
-		sets = append(sets, isoIccSet(isoBridgeTable()))
-	}
-	if len(sets) == 0 {
+	tagged, shared := isoSetsOf(inet, br)
+	if len(tagged) == 0 {
 		return nil
 	}
 	keep := validTags(network, valid)
 	net := shorten(network)
-	return deleteTagged(c, sets, func(s string) bool {
-		// Attachment elements of this network no longer valid, and the
-		// network's bridge entries once it has no attachment left.
-		return (tagNetwork(s) == net && !keep[s]) || (len(valid) == 0 && s == net)
-	})
+	if err := deleteTagged(c, tagged, func(s string) bool { return tagNetwork(s) == net && !keep[s] }); err != nil {
+		return err
+	}
+	if !inet {
+		return nil
+	}
+	return dropNetwork(isoNetChain, network, shared)
 }

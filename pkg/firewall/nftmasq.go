@@ -153,11 +153,12 @@ func dumpElements(c *nftables.Conn, s *nftables.Set) ([]nftables.SetElement, err
 	return els, nil
 }
 
-// delElements removes one attachment's elements from sets: with fast (a
-// blind transaction over keys the caller knows) when given and it works,
-// else by the attachment's tag. Without the table there is nothing to do,
-// and nothing is created.
-func delElements(fast func(*nftables.Conn) error, sets []*nftables.Set, tg string) error {
+// delElements removes the elements of sets that carry tag tg, and only
+// those: a key alone says nothing about the owner, since a freed address
+// (or port) may already belong to another attachment whose element has the
+// same key, and a late or repeated DEL must leave that one alone. Without
+// the table there is nothing to do, and nothing is created.
+func delElements(sets []*nftables.Set, tg string) error {
 	c, err := newConn()
 	if err != nil {
 		return err
@@ -166,22 +167,30 @@ func delElements(fast func(*nftables.Conn) error, sets []*nftables.Set, tg strin
 	if err != nil || !ok {
 		return err
 	}
-	if fast != nil {
-		if fast(c) == nil {
-			return nil
-		}
-		// A failed transaction leaves the connection's batch unusable.
-		if c, err = newConn(); err != nil {
-			return err
-		}
-	}
 	return deleteTagged(c, sets, func(s string) bool { return s == tg })
 }
 
-// deleteTagged removes the elements of maps whose tag satisfies drop, in one
-// transaction. It is the slow path (a dump of each map), used by DEL without
-// IPs, DEL whose fast path failed, and GC.
+// deleteTagged removes the elements of sets whose tag satisfies drop, in one
+// transaction per attempt: a dump of each set, then the deletion of the
+// matching keys. An element that went between the two (a concurrent DEL of
+// the same attachment) fails the transaction: it is dumped again.
 func deleteTagged(c *nftables.Conn, sets []*nftables.Set, drop func(tag string) bool) error {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if attempt > 0 {
+			// A failed transaction leaves the connection's batch unusable.
+			if c, err = newConn(); err != nil {
+				return err
+			}
+		}
+		if err = deleteTaggedOnce(c, sets, drop); err == nil || !isNotExist(err) {
+			return err
+		}
+	}
+	return err
+}
+
+func deleteTaggedOnce(c *nftables.Conn, sets []*nftables.Set, drop func(tag string) bool) error {
 	n := 0
 	for _, s := range sets {
 		els, err := dumpElements(c, s)
@@ -211,31 +220,59 @@ func deleteTagged(c *nftables.Conn, sets []*nftables.Set, drop func(tag string) 
 }
 
 func (m nftMasq) DelMasq(ms Masq) error {
-	var fast func(*nftables.Conn) error
-	if len(ms.IPs) > 0 {
-		// One transaction: add + delete each element, so it succeeds
-		// whether or not the element is there. The element may hold another
-		// verdict (clash): then delElements removes by tag.
-		fast = func(c *nftables.Conn) error { return m.delFast(c, ms) }
-	}
+	// By tag, whatever ms.IPs say: prevResult's addresses may be another
+	// attachment's by now.
 	t := nftTable()
-	return delElements(fast, []*nftables.Set{masqMap(t, v4), masqMap(t, v6)}, tag(ms.Network, ms.ContainerID, ms.IfName))
-}
-
-func (m nftMasq) delFast(c *nftables.Conn, ms Masq) error {
-	t, maps, err := m.ensureBase(c)
+	sets := []*nftables.Set{masqMap(t, v4), masqMap(t, v6)}
+	tg := tag(ms.Network, ms.ContainerID, ms.IfName)
+	var ks []keyed
+	for _, ipn := range ms.IPs {
+		f := familyOf(ipn.IP)
+		ks = append(ks, keyed{masqMap(t, f), f.addrBytes(ipn.IP)})
+	}
+	var err error
+	if len(ks) > 0 {
+		// One GET per address: cost independent of the number of
+		// containers.
+		err = delOwned(ks, sets, tg)
+	} else {
+		err = delElements(sets, tg)
+	}
 	if err != nil {
 		return err
 	}
+	// Then the subnet's chain, unless another element still jumps to it.
+	var chains []string
 	for _, ipn := range ms.IPs {
-		f := familyOf(ipn.IP)
-		chain := m.ensureSubnetChain(c, t, subnetOf(ipn))
-		el := nftables.SetElement{Key: f.addrBytes(ipn.IP), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain}}
-		if err := blindDelete(c, maps[f.nfproto], el); err != nil {
-			return err
+		chains = append(chains, masqChainName(subnetOf(ipn)))
+	}
+	if len(chains) == 0 {
+		// Without addresses the subnet is unknown: try them all.
+		return dropUnusedMasqChains()
+	}
+	return dropUnusedChains(chains)
+}
+
+// dropUnusedMasqChains deletes every subnet chain no element jumps to.
+func dropUnusedMasqChains() error {
+	c, err := newConn()
+	if err != nil {
+		return err
+	}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		if isNotExist(err) {
+			return nil
+		}
+		return fmt.Errorf("nftables: listing chains: %w", err)
+	}
+	var unused []string
+	for _, ch := range chains {
+		if ch.Table.Name == TableName && strings.HasPrefix(ch.Name, "masq-") && ch.Name != masqPostrouting {
+			unused = append(unused, ch.Name)
 		}
 	}
-	return c.Flush()
+	return dropUnusedChains(unused)
 }
 
 func (m nftMasq) CheckMasq(ms Masq) error {
@@ -291,7 +328,10 @@ func (m nftMasq) GCMasq(network string, valid map[cni.Attachment]bool) error {
 	keep := validTags(network, valid)
 	net := shorten(network)
 	t := nftTable()
-	return deleteTagged(c, []*nftables.Set{masqMap(t, v4), masqMap(t, v6)}, func(s string) bool {
+	if err := deleteTagged(c, []*nftables.Set{masqMap(t, v4), masqMap(t, v6)}, func(s string) bool {
 		return tagNetwork(s) == net && !keep[s]
-	})
+	}); err != nil {
+		return err
+	}
+	return dropUnusedMasqChains()
 }

@@ -93,7 +93,7 @@ func taggedSets(t *nftables.Table) []*nftables.Set {
 	for _, f := range []family{v4, v6} {
 		out = append(out, portsMap(t, f, true), portsMap(t, f, false), masqAllSet(t, f))
 	}
-	return out
+	return append(out, refMap(portsRefs))
 }
 
 // Expressions loading the lookup keys into consecutive 32-bit registers
@@ -284,10 +284,19 @@ func (np nftPorts) AddPorts(p PortMap) error {
 			}
 		}
 		if p.SNAT {
-			if err := c.SetAddElements(o.hairpin[t.f.nfproto], intervalOf(t.f, t.ctr)); err != nil {
+			// The network's name marks the subnet's interval, which
+			// goes with the network's last published port.
+			iv := intervalOf(t.f, t.ctr)
+			iv[0].Comment = shorten(p.Network)
+			if err := c.SetAddElements(o.hairpin[t.f.nfproto], iv); err != nil {
 				return fmt.Errorf("nftables: hairpin subnet %s: %w", t.ctr, err)
 			}
 		}
+	}
+	// The attachment's reference keeps the network's hairpin entries (see
+	// netstate.go).
+	if err := addRef(c, o.table, portsRefs, portsNetChain, p.Network, tg); err != nil {
+		return err
 	}
 	if err := c.Flush(); err != nil {
 		if cerr := np.findConflict(tgts, tg); cerr != nil {
@@ -342,38 +351,31 @@ func hostSide(t target) string {
 }
 
 func (np nftPorts) DelPorts(p PortMap) error {
-	var fast func(*nftables.Conn) error
+	// Only elements carrying this attachment's tag: a host port in
+	// prevResult may be published by another attachment by now.
+	tg := tag(p.Network, p.ContainerID, p.IfName)
+	t := nftTable()
+	var err error
 	if tgts := targets(p); len(tgts) > 0 {
-		// An element with other data (another attachment's, after this
-		// one's ADD failed on a conflict) makes this fail: delElements then
-		// removes by tag.
-		fast = func(c *nftables.Conn) error { return np.delFast(c, p, tgts) }
+		// The keys are known: one GET each, cost independent of the
+		// number of containers.
+		ks := []keyed{{refMap(portsRefs), refKey(tg)}}
+		for _, tgt := range tgts {
+			e, err := elemsOf(tgt, tg)
+			if err != nil {
+				return err
+			}
+			ks = append(ks, keyed{portsMap(t, tgt.f, tgt.specific()), e.dnat.Key}, keyed{masqAllSet(t, tgt.f), e.all.Key})
+		}
+		err = delOwned(ks, taggedSets(t), tg)
+	} else {
+		err = delElements(taggedSets(t), tg)
 	}
-	return delElements(fast, taggedSets(nftTable()), tag(p.Network, p.ContainerID, p.IfName))
-}
-
-// delFast removes the attachment's elements in one transaction without
-// reading anything: add + delete succeeds whether or not each is there.
-func (np nftPorts) delFast(c *nftables.Conn, p PortMap, tgts []target) error {
-	o, err := np.ensureBase(c)
 	if err != nil {
 		return err
 	}
-	for _, t := range tgts {
-		e, err := elemsOf(t, "")
-		if err != nil {
-			return err
-		}
-		for _, se := range []struct {
-			s  *nftables.Set
-			el nftables.SetElement
-		}{{o.maps[e.dnatMap], e.dnat}, {o.maps[e.allSet], e.all}} {
-			if err := blindDelete(c, se.s, se.el); err != nil {
-				return err
-			}
-		}
-	}
-	return c.Flush()
+	// The network's hairpin entries go with its last published port.
+	return dropNetwork(portsNetChain, p.Network, []*nftables.Set{hairpinSet(t, v4), hairpinSet(t, v6)})
 }
 
 func (np nftPorts) CheckPorts(p PortMap) error {
@@ -442,5 +444,9 @@ func (nftPorts) GCPorts(network string, valid map[cni.Attachment]bool) error {
 	}
 	keep := validTags(network, valid)
 	net := shorten(network)
-	return deleteTagged(c, taggedSets(nftTable()), func(s string) bool { return tagNetwork(s) == net && !keep[s] })
+	t := nftTable()
+	if err := deleteTagged(c, taggedSets(t), func(s string) bool { return tagNetwork(s) == net && !keep[s] }); err != nil {
+		return err
+	}
+	return dropNetwork(portsNetChain, network, []*nftables.Set{hairpinSet(t, v4), hairpinSet(t, v6)})
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/berthnet/berth/pkg/cni"
+	"github.com/berthnet/berth/pkg/link"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -55,10 +56,8 @@ type PortMap struct {
 	MasqAll bool
 
 	// iptables backend only (the reference plugin's fields).
-	MarkMasqBit          int    // bit of the mark that asks for masquerade
-	ExternalSetMarkChain string // chain that sets that mark, if not ours
-	ConditionsV4         []string
-	ConditionsV6         []string
+	ConditionsV4 []string
+	ConditionsV6 []string
 }
 
 // PortMapper manages port mappings. All methods are idempotent, and act on
@@ -148,7 +147,7 @@ func FlushUDPConntrack(p PortMap) error {
 				return fmt.Errorf("conntrack filter: %w", err)
 			}
 		}
-		if _, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, fam, filt); err != nil {
+		if _, err := link.ConntrackDeleteFilters(netlink.ConntrackTable, fam, filt); err != nil {
 			return fmt.Errorf("flushing udp conntrack for %s: %w", t.m, err)
 		}
 	}

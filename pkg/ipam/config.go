@@ -115,9 +115,6 @@ func (c *Config) HasAuto() bool {
 	return false
 }
 
-// NetworkDir is the reference layout's per-network directory.
-func (c *Config) NetworkDir() string { return c.DataDir + "/" + c.Name }
-
 type rangeConf struct {
 	Subnet     string `json:"subnet"`
 	RangeStart string `json:"rangeStart,omitempty"`

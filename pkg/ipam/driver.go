@@ -48,39 +48,49 @@ func (d Driver) wrap(err error) error {
 
 // Add reserves the attachment's addresses and returns them.
 func (d Driver) Add() (*current.Result, error) {
+	res, _, err := d.reserve()
+	return res, err
+}
+
+// reserve is Add, also reporting whether anything new was reserved (see
+// Reserve). A delegated IPAM cannot tell: it counts as new (the reference
+// host-local refuses a second reservation for an attachment anyway).
+func (d Driver) reserve() (*current.Result, bool, error) {
 	if d.none() {
-		return &current.Result{CNIVersion: current.ImplementedSpecVersion}, nil
+		return &current.Result{CNIVersion: current.ImplementedSpecVersion}, false, nil
 	}
 	if d.inProcess() {
 		c, err := Parse(d.Args.StdinData, d.Args.Args)
 		if err != nil {
-			return nil, d.wrap(err)
+			return nil, false, d.wrap(err)
 		}
-		res, err := Add(c, d.Args.ContainerID, d.Args.IfName)
-		return res, d.wrap(err)
+		res, fresh, err := Reserve(c, d.Args.ContainerID, d.Args.IfName)
+		return res, fresh, d.wrap(err)
 	}
 	r, err := invoke.DelegateAdd(context.Background(), d.Type, d.Args.StdinData, nil)
 	if err != nil {
-		return nil, d.wrap(err)
+		return nil, false, d.wrap(err)
 	}
 	res, err := current.NewResultFromResult(r)
 	if err != nil {
-		return nil, cni.Errorf(cni.CodeDecode, "%s: ipam %s result: %v", d.Plugin, d.Type, err)
+		return nil, true, cni.Errorf(cni.CodeDecode, "%s: ipam %s result: %v", d.Plugin, d.Type, err)
 	}
-	return res, nil
+	return res, true, nil
 }
 
 // Started is an Add running in the background.
 type Started struct {
-	ch   chan startedResult
-	done bool
-	res  *current.Result
-	err  error
+	ch    chan startedResult
+	done  bool
+	res   *current.Result
+	fresh bool
+	err   error
 }
 
 type startedResult struct {
-	res *current.Result
-	err error
+	res   *current.Result
+	fresh bool
+	err   error
 }
 
 // Start runs Add in the background: it overlaps the caller's netlink work
@@ -88,8 +98,8 @@ type startedResult struct {
 func (d Driver) Start() *Started {
 	s := &Started{ch: make(chan startedResult, 1)}
 	go func() {
-		res, err := d.Add()
-		s.ch <- startedResult{res: res, err: err}
+		res, fresh, err := d.reserve()
+		s.ch <- startedResult{res: res, fresh: fresh, err: err}
 	}()
 	return s
 }
@@ -98,10 +108,14 @@ func (d Driver) Start() *Started {
 func (s *Started) Wait() (*current.Result, error) {
 	if !s.done {
 		r := <-s.ch
-		s.done, s.res, s.err = true, r.res, r.err
+		s.done, s.res, s.fresh, s.err = true, r.res, r.fresh, r.err
 	}
 	return s.res, s.err
 }
+
+// Fresh reports, after Wait, whether the Add reserved anything new: only
+// then may a failed ADD release the attachment's reservations.
+func (s *Started) Fresh() bool { return s.fresh }
 
 // do runs one result-less command: inproc on the parsed config when
 // host-local runs in-process, else delegated by exec.

@@ -20,16 +20,25 @@ import (
 // result. It is idempotent: an attachment that already holds an address in
 // a range set gets that address again. On failure nothing it reserved is
 // left behind, and the round-robin positions are restored.
-func Add(c *Config, id, ifname string) (res *current.Result, err error) {
+func Add(c *Config, id, ifname string) (*current.Result, error) {
+	res, _, err := Reserve(c, id, ifname)
+	return res, err
+}
+
+// Reserve is Add that also reports whether it reserved anything new. A
+// caller undoing a failed ADD releases only what it reserved: addresses the
+// attachment already held belong to an earlier ADD that may be live (a
+// runtime retrying after a timeout).
+func Reserve(c *Config, id, ifname string) (res *current.Result, fresh bool, err error) {
 	auto := c.HasAuto()
 	var subnets *Subnets
 	if auto {
 		if subnets, err = OpenSubnets(c.DataDir); err != nil {
-			return nil, cni.Wrap(cni.CodeIOFailure, err, "%s: subnet pools", Plugin)
+			return nil, false, cni.Wrap(cni.CodeIOFailure, err, "%s: subnet pools", Plugin)
 		}
 		defer func() {
 			if cerr := subnets.Close(); cerr != nil && err == nil {
-				res, err = nil, ioErr(cerr)
+				res, fresh, err = nil, false, ioErr(cerr)
 			}
 		}()
 		if err := resolveAuto(c, subnets); err != nil {
@@ -41,7 +50,7 @@ func Add(c *Config, id, ifname string) (res *current.Result, err error) {
 			} else if errors.Is(oerr, ErrNoStore) {
 				subnets.Release(c.Name)
 			}
-			return nil, err
+			return nil, false, err
 		}
 	}
 
@@ -56,16 +65,16 @@ func Add(c *Config, id, ifname string) (res *current.Result, err error) {
 				continue
 			}
 			if rq.Addr == r.Gateway {
-				return nil, cni.InvalidField(Plugin, rq.Source, rq.Addr, "is the gateway of "+r.Subnet.String())
+				return nil, false, cni.InvalidField(Plugin, rq.Source, rq.Addr, "is the gateway of "+r.Subnet.String())
 			}
 			if want[si] != nil {
-				return nil, cni.InvalidField(Plugin, rq.Source, rq.Addr, fmt.Sprintf("%s (%s) already asks for an address in range set %d", want[si].Source, want[si].Addr, si))
+				return nil, false, cni.InvalidField(Plugin, rq.Source, rq.Addr, fmt.Sprintf("%s (%s) already asks for an address in range set %d", want[si].Source, want[si].Addr, si))
 			}
 			want[si], found = rq, true
 			break
 		}
 		if !found {
-			return nil, cni.InvalidField(Plugin, rq.Source, rq.Addr, "not in any range")
+			return nil, false, cni.InvalidField(Plugin, rq.Source, rq.Addr, "not in any range")
 		}
 	}
 
@@ -73,21 +82,21 @@ func Add(c *Config, id, ifname string) (res *current.Result, err error) {
 	if c.ResolvConf != "" {
 		d, err := ParseResolvConf(c.ResolvConf)
 		if err != nil {
-			return nil, cni.InvalidField(Plugin, "resolvConf", c.ResolvConf, err.Error())
+			return nil, false, cni.InvalidField(Plugin, "resolvConf", c.ResolvConf, err.Error())
 		}
 		dns = *d
 	}
 
 	store, err := Open(c.DataDir, c.Name, true)
 	if err != nil {
-		return nil, ioErr(err)
+		return nil, false, ioErr(err)
 	}
 	o := Owner{ID: id, IfName: ifname}
-	var fresh []netip.Addr
+	var reserved []netip.Addr
 	committed := false
 	defer func() {
 		if !committed {
-			for _, a := range fresh {
+			for _, a := range reserved {
 				_ = store.Release(a, o)
 			}
 			_ = store.RestoreLast()
@@ -96,13 +105,13 @@ func Add(c *Config, id, ifname string) (res *current.Result, err error) {
 			}
 		}
 		if cerr := store.Close(); cerr != nil && err == nil {
-			res, err = nil, ioErr(cerr)
+			res, fresh, err = nil, false, ioErr(cerr)
 		}
 	}()
 
 	held, err := store.ByOwner(id, ifname)
 	if err != nil {
-		return nil, ioErr(err)
+		return nil, false, ioErr(err)
 	}
 	res = &current.Result{CNIVersion: current.ImplementedSpecVersion}
 	for si, set := range c.RangeSets {
@@ -117,25 +126,25 @@ func Add(c *Config, id, ifname string) (res *current.Result, err error) {
 		switch {
 		case addr.IsValid():
 			if rq := want[si]; rq != nil && rq.Addr != addr {
-				return nil, cni.Errorf(cni.CodeConflict, "%s: %s %s: attachment %s/%s already holds %s in range set %d", Plugin, rq.Source, rq.Addr, id, ifname, addr, si)
+				return nil, false, cni.Errorf(cni.CodeConflict, "%s: %s %s: attachment %s/%s already holds %s in range set %d", Plugin, rq.Source, rq.Addr, id, ifname, addr, si)
 			}
 		case want[si] != nil:
 			rq := want[si]
 			ok, err := store.Reserve(rq.Addr, o, si)
 			if err != nil {
-				return nil, ioErr(err)
+				return nil, false, ioErr(err)
 			}
 			if !ok {
-				return nil, cni.Errorf(cni.CodeConflict, "%s: %s %s: address already in use", Plugin, rq.Source, rq.Addr)
+				return nil, false, cni.Errorf(cni.CodeConflict, "%s: %s %s: address already in use", Plugin, rq.Source, rq.Addr)
 			}
 			addr, r = rq.Addr, set.RangeFor(rq.Addr)
-			fresh = append(fresh, addr)
+			reserved = append(reserved, addr)
 		default:
 			addr, r, err = Allocate(store, set, si, o)
 			if err != nil {
-				return nil, ioErr(err)
+				return nil, false, ioErr(err)
 			}
-			fresh = append(fresh, addr)
+			reserved = append(reserved, addr)
 		}
 		ipc := &current.IPConfig{Address: net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(r.Subnet.Bits(), addr.BitLen())}}
 		if r.Gateway.IsValid() {
@@ -146,7 +155,7 @@ func Add(c *Config, id, ifname string) (res *current.Result, err error) {
 	res.Routes = c.Routes
 	res.DNS = dns
 	committed = true
-	return res, nil
+	return res, len(reserved) > 0, nil
 }
 
 // Del releases every reservation of (id, ifname). It succeeds when there is

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berthnet/berth/pkg/cni"
+	"github.com/berthnet/berth/pkg/link"
 )
 
 // Subnets are the automatic subnets chosen for networks with
@@ -145,7 +146,7 @@ func overlapsAny(p netip.Prefix, list []netip.Prefix) bool {
 // what an automatic subnet must not overlap.
 func HostPrefixes() ([]netip.Prefix, error) {
 	var out []netip.Prefix
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	addrs, err := link.AddrList(nil, nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return nil, fmt.Errorf("listing addresses: %w", err)
 	}
@@ -154,7 +155,7 @@ func HostPrefixes() ([]netip.Prefix, error) {
 			out = append(out, p.Masked())
 		}
 	}
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	routes, err := link.RouteListFiltered(nil, netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return nil, fmt.Errorf("listing routes: %w", err)
 	}

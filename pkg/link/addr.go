@@ -46,7 +46,7 @@ func AddAddr(h *netlink.Handle, l netlink.Link, ipn *net.IPNet) error {
 // conflict unless force is set, in which case it is replaced; that is the
 // reference bridge's forceAddress.
 func EnsureGatewayAddr(h *netlink.Handle, br netlink.Link, gw *net.IPNet, force bool) error {
-	addrs, err := h.AddrList(br, family(gw.IP))
+	addrs, err := AddrList(h, br, family(gw.IP))
 	if err != nil {
 		return fmt.Errorf("list addresses of %s: %w", br.Attrs().Name, err)
 	}

@@ -22,7 +22,7 @@ func CheckIface(cont *NS, ifName string, prev *current.Result) error {
 			return fmt.Errorf("%s has MAC %s, prevResult says %s", ifName, l.Attrs().HardwareAddr, iface.Mac)
 		}
 	}
-	addrs, err := cont.Handle.AddrList(l, netlink.FAMILY_ALL)
+	addrs, err := AddrList(cont.Handle, l, netlink.FAMILY_ALL)
 	if err != nil {
 		return fmt.Errorf("addresses of %s: %w", ifName, err)
 	}
@@ -38,7 +38,7 @@ func CheckIface(cont *NS, ifName string, prev *current.Result) error {
 			return fmt.Errorf("%s lacks address %s", ifName, ipc.Address.String())
 		}
 	}
-	routes, err := cont.Handle.RouteList(l, netlink.FAMILY_ALL)
+	routes, err := RouteList(cont.Handle, l, netlink.FAMILY_ALL)
 	if err != nil {
 		return fmt.Errorf("routes of %s: %w", ifName, err)
 	}

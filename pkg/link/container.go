@@ -61,7 +61,7 @@ func IfaceAddrs(c *NS, ifName string) ([]*net.IPNet, error) {
 	if err != nil {
 		return nil, err
 	}
-	addrs, err := c.Handle.AddrList(l, netlink.FAMILY_ALL)
+	addrs, err := AddrList(c.Handle, l, netlink.FAMILY_ALL)
 	if err != nil {
 		return nil, fmt.Errorf("list addresses of %s: %w", ifName, err)
 	}

@@ -6,8 +6,6 @@ package link
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -54,15 +52,6 @@ func (n *NS) FD() int { return int(n.fd) }
 func (n *NS) Close() {
 	n.Handle.Close()
 	n.fd.Close()
-}
-
-// HostVethName derives the host-side veth name from the attachment, so DEL
-// can find it even when the container's namespace is already gone, and so
-// two attachments never race for one random name. "veth" + 8 hex digits,
-// the shape of the reference plugin's random names.
-func HostVethName(containerID, ifName string) string {
-	sum := sha256.Sum256([]byte(containerID + "/" + ifName))
-	return "veth" + hex.EncodeToString(sum[:4])
 }
 
 // IsNotFound reports whether err is netlink's "no such link" (or an
@@ -146,6 +135,8 @@ type Veth struct {
 	PeerMAC  net.HardwareAddr // nil: kernel-chosen
 	PeerNS   *NS
 	HostUp   bool
+	// Alias is the host end's IFLA_IFALIAS (the owner mark, see VethAlias).
+	Alias string
 }
 
 // AddVeth creates the pair and returns the host end.
@@ -174,6 +165,14 @@ func AddVeth(h *netlink.Handle, v Veth) (netlink.Link, error) {
 	host, err := h.LinkByName(v.HostName)
 	if err != nil {
 		return nil, fmt.Errorf("look up veth %s: %w", v.HostName, err)
+	}
+	if v.Alias != "" {
+		// The kernel ignores IFLA_IFALIAS in a creation request.
+		if err := h.LinkSetAlias(host, v.Alias); err != nil {
+			_ = h.LinkDel(host)
+			return nil, fmt.Errorf("set alias of veth %s: %w", v.HostName, err)
+		}
+		host.Attrs().Alias = v.Alias
 	}
 	return host, nil
 }

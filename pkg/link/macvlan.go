@@ -167,7 +167,7 @@ func IsMacvlan(l netlink.Link) bool {
 // Same as: ip -4 route show default; ip -6 route show default
 func DefaultRouteLink(h *netlink.Handle) (netlink.Link, error) {
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		routes, err := h.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		routes, err := RouteListFiltered(h, fam, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 		if err != nil {
 			return nil, fmt.Errorf("list routes: %w", err)
 		}

@@ -39,13 +39,27 @@ func OpenFiles(dir string) (*Files, error) {
 func (f *Files) Close() error { return nil }
 
 // lock takes the network's write lock; the returned func releases it.
+// The lock file goes with the network's last entry (see Delete), so a lock
+// taken on a file that was unlinked meanwhile is dropped and taken again on
+// the file now at the path.
 func (f *Files) lock(network string) (func(), error) {
-	fd, err := flock.Open(filepath.Join(f.root, network+".lock"), os.O_CREATE)
-	if err != nil {
-		return nil, fmt.Errorf("registry: lock %s: %w", network, err)
+	path := filepath.Join(f.root, network+".lock")
+	for {
+		fd, err := flock.Open(path, os.O_CREATE)
+		if err != nil {
+			return nil, fmt.Errorf("registry: lock %s: %w", network, err)
+		}
+		held, herr := fd.Stat()
+		now, nerr := os.Stat(path)
+		if herr == nil && nerr == nil && os.SameFile(held, now) {
+			// Closing the descriptor drops the flock.
+			return func() { fd.Close() }, nil
+		}
+		fd.Close()
+		if herr != nil {
+			return nil, fmt.Errorf("registry: lock %s: %w", network, herr)
+		}
 	}
-	// Closing the descriptor drops the flock.
-	return func() { fd.Close() }, nil
 }
 
 // Put writes e atomically.
@@ -117,8 +131,12 @@ func (f *Files) Delete(_ context.Context, network, containerID, ifName string) e
 	if err := os.Remove(filepath.Join(dir, EntryName(containerID, ifName)+".json")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("registry: %w", err)
 	}
-	// Fails harmlessly (ENOTEMPTY, ENOENT) unless this was the last entry.
-	_ = os.Remove(dir)
+	// Fails harmlessly (ENOTEMPTY, ENOENT) unless this was the last entry;
+	// then the network's lock file goes too, while we hold it (lock sees
+	// that and retries on a fresh file).
+	if err := os.Remove(dir); err == nil || errors.Is(err, fs.ErrNotExist) {
+		_ = os.Remove(filepath.Join(f.root, network+".lock"))
+	}
 	return nil
 }
 

@@ -38,6 +38,13 @@ func cmdAdd(args *skel.CmdArgs) error {
 	defer cont.Close()
 	// Handles are closed after the undo list below has run (defers are LIFO).
 
+	// An interface already there is a live attachment (a runtime retrying
+	// an ADD after a timeout): fail before IPAM, which would hand back the
+	// attachment's own reservation, and so before any undo could touch it.
+	if _, err := cont.Handle.LinkByName(args.IfName); err == nil {
+		return cni.Errorf(cni.CodeConflict, "%s: interface %s already exists in %s", plugin, args.IfName, args.Netns)
+	}
+
 	// IPAM runs in the background, overlapping the netlink work on the
 	// bridge and veth instead of preceding it.
 	ipd := ipamFor(conf, args)
@@ -46,6 +53,10 @@ func cmdAdd(args *skel.CmdArgs) error {
 	ipamWaited := false
 	// Every step below registers its undo; committed turns them off.
 	committed := false
+	// liveTwin: a concurrent ADD of the same attachment made the
+	// interface. The reservation (keyed by container ID and ifname) is
+	// then the twin's too, whichever of the two made it.
+	liveTwin := false
 	var undo []func()
 	waitIPAM := func() error {
 		ipamWaited = true
@@ -54,7 +65,15 @@ func cmdAdd(args *skel.CmdArgs) error {
 			return err
 		}
 		ipam = res
-		undo = append(undo, func() { cni.Undone(plugin, "releasing addresses", ipd.Del()) })
+		// Release only what this ADD reserved: a reservation the
+		// attachment already held is an earlier, maybe live, ADD's.
+		if ipamRun.Fresh() {
+			undo = append(undo, func() {
+				if !liveTwin {
+					cni.Undone(plugin, "releasing addresses", ipd.Del())
+				}
+			})
+		}
 		return nil
 	}
 	defer func() {
@@ -71,28 +90,21 @@ func cmdAdd(args *skel.CmdArgs) error {
 		}
 	}()
 
-	if _, err := cont.Handle.LinkByName(args.IfName); err == nil {
-		return cni.Errorf(cni.CodeConflict, "%s: interface %s already exists in %s", plugin, args.IfName, args.Netns)
-	}
-
 	br, err := link.EnsureBridge(host, conf.BrName, conf.MTU, conf.PromiscMode)
 	if err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
 	}
 
-	hostName := link.HostVethName(args.ContainerID, args.IfName)
-	veth := link.Veth{HostName: hostName, Master: br, MTU: conf.MTU, PeerName: args.IfName, PeerMAC: conf.mac, PeerNS: cont, HostUp: true}
-	hostVeth, err := link.AddVeth(host, veth)
-	if errors.Is(err, unix.EEXIST) {
-		// The name derives from this attachment: what holds it is a leftover
-		// of an earlier ADD of the same attachment that was never deleted.
-		if err = link.DelLink(host, hostName); err == nil {
-			hostVeth, err = link.AddVeth(host, veth)
-		}
+	veth := link.Veth{Master: br, MTU: conf.MTU, PeerName: args.IfName, PeerMAC: conf.mac, PeerNS: cont, HostUp: true}
+	hostVeth, err := link.AddOwnedVeth(host, veth, args.ContainerID, args.IfName)
+	if errors.Is(err, link.ErrIfaceExists) {
+		liveTwin = true
+		return cni.Errorf(cni.CodeConflict, "%s: interface %s already exists in %s", plugin, args.IfName, args.Netns)
 	}
 	if err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
 	}
+	hostName := hostVeth.Attrs().Name
 	undo = append(undo, func() { cni.Undone(plugin, "deleting "+hostName, link.DelLink(host, hostName)) })
 	if conf.HairpinMode {
 		if err := host.LinkSetHairpin(hostVeth, true); err != nil {
@@ -241,17 +253,10 @@ func cmdDel(args *skel.CmdArgs) error {
 		return err
 	}
 
-	// IPAM (by exec, a process start: most of a DEL's cost) runs alongside
-	// the link and rule teardown. Every step is idempotent, so a
-	// DEL that fails half way is simply retried by the runtime.
-	ipamDone := make(chan error, 1)
-	go func() { ipamDone <- ipamFor(conf, args).Del() }()
+	// The attachment's registry entry goes alongside the teardown.
 	forgetDone := make(chan error, 1)
 	go func() { forgetDone <- registry.ForgetAttachment(conf.AttachmentsDir, conf.Name, args) }()
-	tearErr := teardown(conf, args, prev)
-	if err := <-ipamDone; err != nil && tearErr == nil {
-		return err
-	}
+	tearErr := teardown(conf, args, prev, ipamFor(conf, args).Del)
 	if err := <-forgetDone; err != nil && tearErr == nil {
 		return cni.Wrap(cni.CodeIOFailure, err, "%s: forgetting the attachment", plugin)
 	}
@@ -259,8 +264,10 @@ func cmdDel(args *skel.CmdArgs) error {
 }
 
 // teardown removes the veth pair and the masquerade rules of an attachment,
-// whatever is left of them.
-func teardown(conf *NetConf, args *skel.CmdArgs, prev *current.Result) error {
+// whatever is left of them, and then releases its addresses with release.
+// Every step is idempotent, so a DEL that fails half way is simply retried
+// by the runtime.
+func teardown(conf *NetConf, args *skel.CmdArgs, prev *current.Result, release func() error) error {
 	var ips []*net.IPNet
 	if prev != nil {
 		for _, ipc := range prev.IPs {
@@ -293,9 +300,18 @@ func teardown(conf *NetConf, args *skel.CmdArgs, prev *current.Result) error {
 	}
 
 	// Unregistering a veth waits out an RCU grace period in the kernel
-	// (~20 ms here, most of a DEL): the rules go meanwhile.
+	// (~20 ms here, most of a DEL): the rules go meanwhile, and then the
+	// addresses. Not before: an address released first can be handed to a
+	// new container whose masquerade element (same key) this DEL could
+	// still be removing.
 	masqDone := make(chan error, 1)
-	go func() { masqDone <- delMasq(conf, args, ips) }()
+	go func() {
+		err := delMasq(conf, args, ips)
+		if err == nil {
+			err = release()
+		}
+		masqDone <- err
+	}()
 	linkErr := delVeth(host, cont, args)
 	if err := <-masqDone; err != nil && linkErr == nil {
 		return err
@@ -304,15 +320,15 @@ func teardown(conf *NetConf, args *skel.CmdArgs, prev *current.Result) error {
 }
 
 // delVeth deletes the container end (when its namespace is still there)
-// and the host end by its derived name, which covers a namespace removed
-// while something still held the veth.
+// and the host end found by its candidate names and owner mark, which
+// covers a container end that is out of reach (netns unknown, or moved).
 func delVeth(host *netlink.Handle, cont *link.NS, args *skel.CmdArgs) error {
 	if cont != nil {
 		if err := link.DelLink(cont.Handle, args.IfName); err != nil {
 			return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
 		}
 	}
-	if err := link.DelLink(host, link.HostVethName(args.ContainerID, args.IfName)); err != nil {
+	if err := link.DelOwnedVeth(host, args.ContainerID, args.IfName); err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
 	}
 	return nil

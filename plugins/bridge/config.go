@@ -94,13 +94,19 @@ func (c *NetConf) validate() error {
 		c.IsGW = true
 	}
 	unsupported := map[string]bool{
-		"vlan":                      c.Vlan != 0,
+		"vlan": c.Vlan != 0,
+		// Only meaningful with VLAN filtering (the reference's default is
+		// true, which is what berth does).
+		"preserveDefaultVlan": c.PreserveDefaultVlan != nil && !*c.PreserveDefaultVlan,
+		// berth adds container addresses with nodad (IPAM guarantees
+		// them unique) and does not wait for DAD to settle.
+		"enabledad":                 c.EnableDad,
 		"vlanTrunk":                 len(c.VlanTrunk) > 0 && string(c.VlanTrunk) != "null" && string(c.VlanTrunk) != "[]",
 		"macspoofchk":               c.MacSpoofChk,
 		"disableContainerInterface": c.DisableContainerInterface,
 		"portIsolation":             c.PortIsolation,
 	}
-	for _, f := range []string{"vlan", "vlanTrunk", "macspoofchk", "disableContainerInterface", "portIsolation"} {
+	for _, f := range []string{"vlan", "vlanTrunk", "preserveDefaultVlan", "macspoofchk", "disableContainerInterface", "portIsolation", "enabledad"} {
 		if unsupported[f] {
 			return cni.Errorf(cni.CodeUnsupportedField, "%s: %s: not supported by berth's bridge (remove it or use the reference plugin)", plugin, f)
 		}

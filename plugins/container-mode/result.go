@@ -37,7 +37,7 @@ func targetResult(ref string, own []*registry.Entry, target *link.NS, sandbox st
 			// stack the joiner gets.
 			continue
 		}
-		addrs, err := target.Handle.AddrList(l, netlink.FAMILY_ALL)
+		addrs, err := link.AddrList(target.Handle, l, netlink.FAMILY_ALL)
 		if err != nil {
 			return nil, cni.Errorf(cni.CodeKernel, "%s: addresses of %s in %s: %v", plugin, e.IfName, target.Path, err)
 		}

@@ -75,7 +75,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		Interfaces: []*current.Interface{{Name: lo, Mac: "00:00:00:00:00:00", Sandbox: args.Netns}},
 	}
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		addrs, err := h.AddrList(l, fam)
+		addrs, err := link.AddrList(h, l, fam)
 		if err != nil {
 			return cni.Errorf(cni.CodeKernel, "%s: listing addresses of %s: %v", plugin, lo, err)
 		}

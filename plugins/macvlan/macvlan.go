@@ -468,7 +468,7 @@ func delHostRoutes(h *netlink.Handle, ips []net.IP, only string) error {
 	if len(ips) == 0 {
 		return nil
 	}
-	links, err := h.LinkList()
+	links, err := link.LinkList(h)
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}
@@ -476,7 +476,7 @@ func delHostRoutes(h *netlink.Handle, ips []net.IP, only string) error {
 		if l.Attrs().Alias != shimAlias || (only != "" && l.Attrs().Name != only) {
 			continue
 		}
-		routes, err := h.RouteList(l, netlink.FAMILY_ALL)
+		routes, err := link.RouteList(h, l, netlink.FAMILY_ALL)
 		if err != nil {
 			return fmt.Errorf("routes of %s: %w", l.Attrs().Name, err)
 		}

@@ -39,9 +39,6 @@ type PortMapEntry struct {
 	HostIP        string `json:"hostIP,omitempty"`
 }
 
-// defaultMarkMasqBit is the reference's (and kube-proxy's) bit 13.
-const defaultMarkMasqBit = 13
-
 // loadConf decodes and validates stdin; every error is a CNI error.
 func loadConf(stdin []byte) (*NetConf, error) {
 	conf := &NetConf{}
@@ -60,11 +57,15 @@ func loadConf(stdin []byte) (*NetConf, error) {
 		t := true
 		conf.SNAT = &t
 	}
-	if conf.MarkMasqBit != nil && conf.ExternalSetMarkChain != nil {
-		return nil, cni.Errorf(cni.CodeInvalidConfig, "%s: markMasqBit and externalSetMarkChain: set only one", plugin)
+	// The reference marks packets for a later masquerade rule (its own,
+	// or kube-proxy's through externalSetMarkChain); berth masquerades in
+	// its own postrouting chain and sets no mark, so either field would be
+	// silently without effect.
+	if conf.MarkMasqBit != nil {
+		return nil, cni.Errorf(cni.CodeUnsupportedField, "%s: markMasqBit: not supported (berth masquerades published ports directly, without a mark)", plugin)
 	}
-	if conf.MarkMasqBit != nil && (*conf.MarkMasqBit < 0 || *conf.MarkMasqBit > 31) {
-		return nil, cni.InvalidField(plugin, "markMasqBit", *conf.MarkMasqBit, "must be between 0 and 31")
+	if conf.ExternalSetMarkChain != nil {
+		return nil, cni.Errorf(cni.CodeUnsupportedField, "%s: externalSetMarkChain: not supported (berth masquerades published ports directly, without a mark)", plugin)
 	}
 	if conf.Backend != firewall.IPTables {
 		// The reference's nftables backend takes these as nft syntax for

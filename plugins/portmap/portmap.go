@@ -17,13 +17,6 @@ func portMapOf(conf *NetConf, args *skel.CmdArgs, maps []firewall.PortMapping, p
 	p := firewall.PortMap{
 		Network: conf.Name, ContainerID: args.ContainerID, IfName: args.IfName,
 		Mappings: maps, SNAT: *conf.SNAT, MasqAll: conf.MasqAll,
-		MarkMasqBit: defaultMarkMasqBit,
-	}
-	if conf.MarkMasqBit != nil {
-		p.MarkMasqBit = *conf.MarkMasqBit
-	}
-	if conf.ExternalSetMarkChain != nil {
-		p.ExternalSetMarkChain = *conf.ExternalSetMarkChain
 	}
 	if conf.ConditionsV4 != nil {
 		p.ConditionsV4 = *conf.ConditionsV4

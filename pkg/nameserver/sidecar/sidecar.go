@@ -42,9 +42,6 @@ type Config struct {
 // sidecar.pid and sidecar.lock in DataDir.
 func (c Config) dir() hostd.Dir { return hostd.Dir{Path: c.DataDir, Name: "sidecar"} }
 
-// PIDFile is where the running sidecar writes its pid.
-func (c Config) PIDFile() string { return c.dir().PIDFile() }
-
 // Request is one change, sent as one JSON line on the control socket (and
 // on the sidecar's stdin at startup). The reply is one line: "ok",
 // "exiting" (the sidecar is shutting down and did not apply it) or

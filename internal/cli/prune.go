@@ -38,7 +38,7 @@ func (cl *cleanup) flags(fs interface {
 }) {
 	fs.BoolVar(&cl.force, "force", false, "act; without it only print what would be done (dry run)")
 	fs.StringVar(&cl.cniPath, "cni-path", envOr("CNI_PATH", "/opt/cni/bin"), "plugin `dirs` for DEL, colon-separated (env CNI_PATH)")
-	fs.StringVar(&cl.cacheDir, "cache-dir", "", "libcni cache `dir` (default libcni's, /var/lib/cni)")
+	fs.StringVar(&cl.cacheDir, "cache-dir", os.Getenv("CNI_CACHE_DIR"), "libcni cache `dir` (env CNI_CACHE_DIR; default libcni's, /var/lib/cni)")
 }
 
 // plan prints or does one step; failures are counted, not fatal, so one

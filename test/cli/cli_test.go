@@ -1,0 +1,203 @@
+package cli_test
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/berthnet/berth/internal/nstest"
+	"github.com/berthnet/berth/pkg/inspect"
+)
+
+const (
+	webID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	dbID  = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
+)
+
+// TestInspect: two containers attached through libcni; inspect shows
+// exactly them, with the addresses of their results, the MACs the kernel
+// has, their names and the published port; ls and ps agree; port prints
+// Docker's line. The text and JSON forms are golden files.
+func TestInspect(t *testing.T) {
+	w := newWorld(t)
+	br := nstest.UniqueName("br")
+	list := w.network(t, "web-net", br, "10.231.0.0/24")
+	web := w.run(t, list, webID, "web", mapping{HostPort: 3000, ContainerPort: 80, Protocol: "tcp"})
+	db := w.run(t, list, dbID, "db")
+
+	n := w.inspect(t, "web-net")
+	if n.Driver != "bridge" || !slices.Equal(n.Subnets, []string{"10.231.0.0/24"}) || !slices.Equal(n.Gateways, []string{"10.231.0.1"}) {
+		t.Fatalf("network: driver %q subnets %v gateways %v", n.Driver, n.Subnets, n.Gateways)
+	}
+	if n.LiveAttachments != 2 || len(n.Attachments) != 2 {
+		t.Fatalf("attachments: %d live of %d, want 2 of 2", n.LiveAttachments, len(n.Attachments))
+	}
+	if len(n.IPAM.Ranges) != 1 || n.IPAM.Ranges[0].Used != 2 || n.IPAM.Ranges[0].Size != "253" {
+		t.Fatalf("ipam ranges %+v, want one with 2 of 253 used", n.IPAM.Ranges)
+	}
+	for _, c := range []*ctr{web, db} {
+		i := slices.IndexFunc(n.Attachments, func(a inspect.Attachment) bool { return a.ContainerID == c.id })
+		if i < 0 {
+			t.Fatalf("%s not in inspect", c.name)
+		}
+		a := n.Attachments[i]
+		if a.Name != c.name || a.IfName != "eth0" || a.Netns != c.ns.Path || a.State != inspect.Live {
+			t.Errorf("%s: name %q ifname %q netns %q state %q (%s)", c.name, a.Name, a.IfName, a.Netns, a.State, a.Reason)
+		}
+		if want := c.res.IPs[0].Address.String(); !slices.Equal(a.IPs, []string{want}) {
+			t.Errorf("%s: ips %v, want %s", c.name, a.IPs, want)
+		}
+		if mac := c.mac(t); a.MAC != mac {
+			t.Errorf("%s: mac %s, kernel has %s", c.name, a.MAC, mac)
+		}
+		// The result lists bridge, host veth, container interface.
+		if a.HostVeth == "" || a.HostVeth != c.res.Interfaces[1].Name {
+			t.Errorf("%s: host veth %q, result says %q", c.name, a.HostVeth, c.res.Interfaces[1].Name)
+		}
+	}
+	wa := n.Attachments[slices.IndexFunc(n.Attachments, func(a inspect.Attachment) bool { return a.ContainerID == webID })]
+	if len(wa.Ports) != 1 || wa.Ports[0] != (inspect.Port{ContainerPort: 80, Protocol: "tcp", HostIP: "0.0.0.0", HostPort: 3000}) {
+		t.Errorf("web ports %+v, want 80/tcp -> 0.0.0.0:3000", wa.Ports)
+	}
+
+	if got := w.mustBerth(t, "port", "web"); got != "80/tcp -> 0.0.0.0:3000\n" {
+		t.Errorf("berth port web: %q", got)
+	}
+	if got := w.mustBerth(t, "port", webID[:6], "80"); got != "0.0.0.0:3000\n" {
+		t.Errorf("berth port <prefix> 80: %q", got)
+	}
+	if got := w.mustBerth(t, "port", "db"); got != "" {
+		t.Errorf("berth port db: %q, want nothing", got)
+	}
+	if _, _, code := w.berth(t, "port", "nosuch"); code != 3 {
+		t.Errorf("berth port nosuch: exit %d, want 3", code)
+	}
+	if _, _, code := w.berth(t, "network", "inspect", "nosuch"); code != 3 {
+		t.Errorf("berth network inspect nosuch: exit %d, want 3", code)
+	}
+	if _, _, code := w.berth(t, "network", "inspect"); code != 2 {
+		t.Errorf("berth network inspect without a name: exit %d, want 2", code)
+	}
+	if got := w.mustBerth(t, "network", "inspect", "web-net", "--format", "{{.Name}} {{.LiveAttachments}} {{join .Subnets \",\"}}"); got != "web-net 2 10.231.0.0/24\n" {
+		t.Errorf("--format: %q", got)
+	}
+	ls := w.mustBerth(t, "network", "ls")
+	if !strings.Contains(ls, "web-net") || !strings.Contains(ls, "10.231.0.0/24") {
+		t.Errorf("ls:\n%s", ls)
+	}
+
+	golden(t, "inspect.txt", w.normalise(w.mustBerth(t, "network", "inspect", "web-net"), br))
+	golden(t, "inspect.json", w.normalise(w.mustBerth(t, "network", "inspect", "--json", "web-net"), br))
+	golden(t, "ls.txt", w.normalise(w.mustBerth(t, "network", "ls")))
+	golden(t, "ps.txt", w.normalise(w.mustBerth(t, "ps")))
+}
+
+// TestStale: a container whose namespace is deleted without DEL shows as
+// stale with the reason; gc without --force only says what it would do;
+// with --force it runs the chain's DEL, after which the records, the
+// reservation and the published port are gone and the live container is
+// untouched.
+func TestStale(t *testing.T) {
+	w := newWorld(t)
+	list := w.network(t, "stale-net", nstest.UniqueName("br"), "10.232.0.0/24")
+	keep := w.run(t, list, webID, "keep")
+	gone := w.run(t, list, dbID, "gone", mapping{HostPort: 8080, ContainerPort: 80, Protocol: "tcp"})
+	gone.kill(t)
+
+	n := w.inspect(t, "stale-net")
+	if n.LiveAttachments != 1 || len(n.Attachments) != 2 {
+		t.Fatalf("%d live of %d, want 1 of 2", n.LiveAttachments, len(n.Attachments))
+	}
+	for _, a := range n.Attachments {
+		switch a.ContainerID {
+		case keep.id:
+			if a.State != inspect.Live {
+				t.Errorf("keep: state %s (%s)", a.State, a.Reason)
+			}
+		case gone.id:
+			if a.State != inspect.Stale || !strings.Contains(a.Reason, "netns") {
+				t.Errorf("gone: state %s (%s), want stale: netns gone", a.State, a.Reason)
+			}
+		}
+	}
+	plan := w.mustBerth(t, "gc")
+	if !strings.Contains(plan, "would DEL "+dbID[:12]) || strings.Contains(plan, webID[:12]) {
+		t.Fatalf("gc dry run:\n%s", plan)
+	}
+	if n := w.inspect(t, "stale-net"); len(n.Attachments) != 2 {
+		t.Fatalf("dry run changed something: %d attachments", len(n.Attachments))
+	}
+	w.mustBerth(t, "gc", "--force")
+	n = w.inspect(t, "stale-net")
+	if len(n.Attachments) != 1 || n.Attachments[0].ContainerID != keep.id || n.Attachments[0].State != inspect.Live {
+		t.Fatalf("after gc: %+v", n.Attachments)
+	}
+	if len(n.IPAM.Reservations) != 1 || n.IPAM.Reservations[0].ContainerID != keep.id {
+		t.Errorf("after gc: reservations %+v", n.IPAM.Reservations)
+	}
+	if _, _, code := w.berth(t, "port", "gone"); code != 3 {
+		t.Errorf("port of a collected container: exit %d, want 3", code)
+	}
+	nstest.Ping(t, &nstest.NS{NS: keep.ns}, "10.232.0.1")
+}
+
+// TestPrune: network A has a live container, B only a stale one. prune
+// without --force changes nothing; with it, B's stale attachment is DELed
+// and B's nftables elements, registry directory and bridge (berth's,
+// empty) go, while A's all stay and A's container still reaches its
+// gateway and its published port.
+func TestPrune(t *testing.T) {
+	w := newWorld(t)
+	brA, brB := nstest.UniqueName("bra"), nstest.UniqueName("brb")
+	la := w.network(t, "net-a", brA, "10.233.0.0/24")
+	lb := w.network(t, "net-b", brB, "10.234.0.0/24")
+	a := w.run(t, la, webID, "a", mapping{HostPort: 3000, ContainerPort: 80, Protocol: "tcp"})
+	a.serve(t)
+	b := w.run(t, lb, dbID, "b", mapping{HostPort: 3001, ContainerPort: 80, Protocol: "tcp"})
+	b.kill(t)
+
+	before := w.Host.MustExec(t, "nft", "list", "table", "inet", "berth")
+	if !strings.Contains(before, "net-b/") || !strings.Contains(before, "net-a/") {
+		t.Fatalf("setup: both networks should have tagged elements:\n%s", before)
+	}
+	plan := w.mustBerth(t, "network", "prune")
+	for _, want := range []string{"would DEL " + dbID[:12], "would remove", "net-b", "would delete bridge " + brB} {
+		if !strings.Contains(plan, want) {
+			t.Errorf("prune plan lacks %q:\n%s", want, plan)
+		}
+	}
+	if strings.Contains(plan, "net-a") || strings.Contains(plan, brA) {
+		t.Errorf("prune plan touches net-a:\n%s", plan)
+	}
+	if got := w.Host.MustExec(t, "nft", "list", "table", "inet", "berth"); got != before {
+		t.Fatalf("dry run changed nftables")
+	}
+
+	out := w.mustBerth(t, "network", "prune", "--force")
+	after := w.Host.MustExec(t, "nft", "list", "table", "inet", "berth")
+	if strings.Contains(after, "net-b/") || !strings.Contains(after, "net-a/") {
+		t.Fatalf("after prune (%s):\n%s", out, after)
+	}
+	if _, err := w.Host.Exec("ip", "link", "show", brB); err == nil {
+		t.Errorf("bridge %s of the pruned network is still there", brB)
+	}
+	w.Host.MustExec(t, "ip", "link", "show", brA)
+	if nb := w.inspect(t, "net-b"); len(nb.Attachments) != 0 || len(nb.IPAM.Reservations) != 0 {
+		t.Errorf("net-b after prune: %d attachments, %d reservations", len(nb.Attachments), len(nb.IPAM.Reservations))
+	}
+	if na := w.inspect(t, "net-a"); na.LiveAttachments != 1 {
+		t.Errorf("net-a after prune: %d live", na.LiveAttachments)
+	}
+	if got, err := httpGet(w.out, fmt.Sprintf("http://%s:3000/", hostOutIP)); err != nil || got != "hello from "+webID {
+		t.Errorf("net-a's published port after prune: %q, %v", got, err)
+	}
+	// A bridge berth did not create is never removed, even empty.
+	own := nstest.UniqueName("own")
+	w.Host.MustExec(t, "ip", "link", "add", own, "type", "bridge")
+	w.network(t, "net-c", own, "10.235.0.0/24")
+	if out := w.mustBerth(t, "network", "prune", "--force"); !strings.Contains(out, "keep bridge "+own) {
+		t.Errorf("prune of a foreign bridge's network:\n%s", out)
+	}
+	w.Host.MustExec(t, "ip", "link", "show", own)
+}

@@ -117,12 +117,7 @@ func LoadConfs(dir string) (confs []*Conf, errs []error) {
 			errs = append(errs, err)
 			continue
 		}
-		one, err := libcni.NetworkPluginConfFromBytes(b)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", f, err))
-			continue
-		}
-		list, err := libcni.ConfListFromConf(one)
+		list, err := singleToList(b)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", f, err))
 			continue
@@ -226,4 +221,25 @@ func parseConf(file string, list *libcni.NetworkConfigList) (*Conf, error) {
 		}
 	}
 	return c, nil
+}
+
+// singleToList up-converts a single-plugin config to a list of one, as
+// libcni does for .conf files (its ConfListFromConf, deprecated with the
+// format but still what LoadNetworkConf falls back on).
+func singleToList(b []byte) (*libcni.NetworkConfigList, error) {
+	one, err := libcni.NetworkPluginConfFromBytes(b)
+	if err != nil {
+		return nil, err
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return nil, err
+	}
+	list, err := json.Marshal(map[string]any{
+		"cniVersion": one.Network.CNIVersion, "name": one.Network.Name, "plugins": []any{raw},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return libcni.NetworkConfFromBytes(list)
 }

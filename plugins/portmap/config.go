@@ -31,7 +31,7 @@ type NetConf struct {
 	// DataDir holds the ports chosen for hostPort 0, one file per
 	// attachment, so CHECK finds the same and DEL releases them.
 	DataDir       string `json:"dataDir,omitempty"`
-	RuntimeConfig        struct {
+	RuntimeConfig struct {
 		PortMaps []PortMapEntry `json:"portMappings,omitempty"`
 	} `json:"runtimeConfig,omitempty"`
 

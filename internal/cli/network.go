@@ -269,7 +269,7 @@ func ps(e *env, args []string) error {
 		"Lists every attachment of every network: container, name, network, interface,\naddresses, MAC, published ports and state (live, stale, unknown).")
 	var o output
 	o.flags(fs)
-	all := fs.Bool("a", true, "include stale attachments (-a=false: live only)")
+	liveOnly := fs.Bool("live", false, "only live attachments (default: stale and unknown ones too)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -285,7 +285,7 @@ func ps(e *env, args []string) error {
 	var each []any
 	for _, n := range nets {
 		for _, a := range n.Attachments {
-			if !*all && a.State != inspect.Live {
+			if *liveOnly && a.State != inspect.Live {
 				continue
 			}
 			r := psRow{Network: n.Name, Attachment: a}

@@ -190,7 +190,16 @@ func pruneNetwork(p *plan, cf *inspect.Conf, n *inspect.Network) {
 		}
 	}
 	if cf.Bridge != "" {
-		if ok, why := ourEmptyBridge(cf.Bridge); ok {
+		// The host veths of the stale attachments go with their DEL
+		// (done before this in --force, only planned in a dry run), and a
+		// deleted netns takes its veth pair with it asynchronously.
+		going := map[string]bool{}
+		for _, a := range n.Attachments {
+			if a.State == inspect.Stale && a.HostVeth != "" {
+				going[a.HostVeth] = true
+			}
+		}
+		if ok, why := ourEmptyBridge(cf.Bridge, going); ok {
 			p.step("delete bridge "+cf.Bridge+" (berth's, no port left)", func() error {
 				l, err := netlink.LinkByName(cf.Bridge)
 				if err != nil {
@@ -243,9 +252,9 @@ func removeRegistryDir(dir string) error {
 }
 
 // ourEmptyBridge says whether the bridge exists, carries berth's owner
-// alias and has no port; why explains a bridge that is kept ("" when there
+// alias and has no port but those going (stale attachments' host veths); why explains a bridge that is kept ("" when there
 // is none).
-func ourEmptyBridge(name string) (ok bool, why string) {
+func ourEmptyBridge(name string, going map[string]bool) (ok bool, why string) {
 	l, err := netlink.LinkByName(name)
 	if err != nil {
 		return false, ""
@@ -261,7 +270,7 @@ func ourEmptyBridge(name string) (ok bool, why string) {
 		return false, err.Error()
 	}
 	for _, o := range links {
-		if o.Attrs().MasterIndex == l.Attrs().Index {
+		if o.Attrs().MasterIndex == l.Attrs().Index && !going[o.Attrs().Name] {
 			return false, "port " + o.Attrs().Name + " is still on it"
 		}
 	}

@@ -201,3 +201,40 @@ func TestPrune(t *testing.T) {
 	}
 	w.Host.MustExec(t, "ip", "link", "show", own)
 }
+
+// TestInspectDNSNames: on a Podman network with dnsname, inspect shows
+// each container's DNS names and the aliases the runtime gave, from
+// dnsname's registry.
+func TestInspectDNSNames(t *testing.T) {
+	w := newWorld(t)
+	list := w.networkFrom(t, "podman-network.conflist", "dns-net", nstest.UniqueName("br"), "10.238.0.0/24",
+		func(m map[string]any) {
+			dn := m["plugins"].([]any)[4].(map[string]any)
+			// Forwarding goes to a closed port of the private host.
+			dn["upstreams"] = []any{"127.0.0.1:5353"}
+		})
+	w.run(t, list, webID, "web")
+	w.runAliased(t, list, dbID, "db", "database", "postgres")
+
+	n := w.inspect(t, "dns-net")
+	if n.StateDirs.DNS == "" {
+		t.Fatal("no dnsname registry dir in the view")
+	}
+	for _, a := range n.Attachments {
+		switch a.ContainerID {
+		case webID:
+			if !slices.Contains(a.Names, "web") || len(a.Aliases) != 0 {
+				t.Errorf("web: names %v aliases %v", a.Names, a.Aliases)
+			}
+		case dbID:
+			if !slices.Contains(a.Names, "db") || !slices.Equal(a.Aliases, []string{"database", "postgres"}) {
+				t.Errorf("db: names %v aliases %v, want db and [database postgres]", a.Names, a.Aliases)
+			}
+		default:
+			t.Errorf("unexpected attachment %s", a.ContainerID)
+		}
+	}
+	if len(n.Attachments) != 2 {
+		t.Fatalf("%d attachments, want 2", len(n.Attachments))
+	}
+}

@@ -92,7 +92,10 @@ func TestDynamicPorts(t *testing.T) {
 	for _, c := range ctrs {
 		got, err := httpGet(w.out, fmt.Sprintf("http://%s:%d/", hostOutIP, portOf[c.id]))
 		if err != nil || got != "hello from "+c.id {
-			t.Errorf("%s via its port %d: %q, %v", c.name, portOf[c.id], got, err)
+			addr, _ := c.ns.Exec("ip", "-br", "addr", "show", "eth0")
+			nft, _ := w.Host.Exec("nft", "list", "map", "inet", "berth", "ports4")
+			ss, _ := c.ns.Exec("ss", "-ltn")
+			t.Errorf("%s via its port %d: %q, %v\ncontainer: %s%s\nports4: %s", c.name, portOf[c.id], got, err, addr, ss, nft)
 		}
 	}
 	c0 := ctrs[0]

@@ -60,6 +60,13 @@ func newWorld(t *testing.T) *world {
 // subnet, and the test's state dirs) and returns it.
 func (w *world) network(t *testing.T, name, bridge, subnet string, patches ...func(map[string]any)) *libcni.NetworkConfigList {
 	t.Helper()
+	return w.networkFrom(t, "docker-bridge-ports.conflist", name, bridge, subnet, patches...)
+}
+
+// networkFrom is network from another conf-examples file whose first
+// plugin is the bridge.
+func (w *world) networkFrom(t *testing.T, example, name, bridge, subnet string, patches ...func(map[string]any)) *libcni.NetworkConfigList {
+	t.Helper()
 	gw := strings.TrimSuffix(subnet, "0/24") + "1"
 	all := append([]func(map[string]any){
 		func(m map[string]any) { m["name"] = name },
@@ -68,7 +75,7 @@ func (w *world) network(t *testing.T, name, bridge, subnet string, patches ...fu
 		nstest.SetField(0, "ipam", map[string]any{"type": "host-local", "dataDir": filepath.Join(w.DataDir, "networks"),
 			"ranges": []any{[]any{map[string]any{"subnet": subnet, "gateway": gw}}}}),
 	}, patches...)
-	list := w.Conflist(nstest.Example(t, "docker-bridge-ports.conflist"), all...)
+	list := w.Conflist(nstest.Example(t, example), all...)
 	// Indented, so the golden config is readable.
 	var buf bytes.Buffer
 	if err := json.Indent(&buf, list.Bytes, "", "  "); err != nil {
@@ -102,6 +109,22 @@ type ctr struct {
 // cleanup. The namespace may be deleted by the test (stale attachments).
 func (w *world) run(t *testing.T, list *libcni.NetworkConfigList, id, name string, maps ...mapping) *ctr {
 	t.Helper()
+	var caps map[string]any
+	if len(maps) > 0 {
+		caps = map[string]any{"portMappings": maps}
+	}
+	return w.start(t, list, id, name, caps)
+}
+
+// runAliased is run with DNS aliases for the list's network (dnsname's
+// aliases capability, as Podman passes them).
+func (w *world) runAliased(t *testing.T, list *libcni.NetworkConfigList, id, name string, aliases ...string) *ctr {
+	t.Helper()
+	return w.start(t, list, id, name, map[string]any{"aliases": map[string][]string{list.Name: aliases}})
+}
+
+func (w *world) start(t *testing.T, list *libcni.NetworkConfigList, id, name string, caps map[string]any) *ctr {
+	t.Helper()
 	n, err := sandbox.NewNS(nstest.UniqueName("c"))
 	if err != nil {
 		t.Fatal(err)
@@ -115,9 +138,7 @@ func (w *world) run(t *testing.T, list *libcni.NetworkConfigList, id, name strin
 	})
 	c := &ctr{id: id, name: name, ns: n}
 	c.rc = &libcni.RuntimeConf{ContainerID: id, NetNS: n.Path, IfName: "eth0", Args: [][2]string{{"K8S_POD_NAME", name}}}
-	if len(maps) > 0 {
-		c.rc.CapabilityArgs = map[string]any{"portMappings": maps}
-	}
+	c.rc.CapabilityArgs = caps
 	t.Cleanup(func() {
 		if err := w.RT.Del(context.Background(), list, c.rc); err != nil {
 			t.Errorf("cleanup DEL %s: %v", id, err)
@@ -208,9 +229,10 @@ func (c *ctr) serve(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 }
 
-// httpGet fetches url with a socket made inside n.
+// httpGet fetches url with a socket made inside n. The timeout is a
+// ceiling for a loaded machine, not a measurement.
 func httpGet(n *nstest.NS, url string) (string, error) {
-	client := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
 			err = n.Do(func(ns.NetNS) error {

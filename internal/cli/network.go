@@ -101,6 +101,9 @@ type lsRow struct {
 	LiveAttachments int      `json:"liveAttachments"`
 	Attachments     int      `json:"attachments"`
 	File            string   `json:"file"`
+	// Unreadable: the attachments registry could not be read; the
+	// counts are unknown.
+	Unreadable bool `json:"registryUnreadable,omitempty"`
 }
 
 func networkLs(e *env, args []string) error {
@@ -124,7 +127,7 @@ func networkLs(e *env, args []string) error {
 	var each []any
 	for _, n := range nets {
 		r := lsRow{Name: n.Name, Driver: n.Driver, Subnets: n.Subnets, Gateways: n.Gateways,
-			LiveAttachments: n.LiveAttachments, Attachments: len(n.Attachments), File: n.File}
+			LiveAttachments: n.LiveAttachments, Attachments: len(n.Attachments), File: n.File, Unreadable: n.RegistryUnreadable}
 		rows = append(rows, r)
 		each = append(each, r)
 	}
@@ -139,8 +142,12 @@ func networkLs(e *env, args []string) error {
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tDRIVER\tSUBNET\tGATEWAY\tLIVE\tRECORDED")
-	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", r.Name, r.Driver, joinOr(r.Subnets, "-"), joinOr(r.Gateways, "-"), r.LiveAttachments, r.Attachments)
+	for i, r := range rows {
+		live, rec := fmt.Sprint(r.LiveAttachments), fmt.Sprint(r.Attachments)
+		if nets[i].RegistryUnreadable {
+			live, rec = "?", "?"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Driver, joinOr(r.Subnets, "-"), joinOr(r.Gateways, "-"), live, rec)
 	}
 	return tw.Flush()
 }
@@ -214,7 +221,11 @@ func writeNetwork(w io.Writer, n *inspect.Network) {
 	if n.StateDirs.DNS != "" {
 		fmt.Fprintf(w, "  DNS names:   %s\n", n.StateDirs.DNS)
 	}
-	fmt.Fprintf(w, "  Attachments: %d live, %d recorded\n", n.LiveAttachments, len(n.Attachments))
+	if n.RegistryUnreadable {
+		fmt.Fprintln(w, "  Attachments: unknown (the registry could not be read)")
+	} else {
+		fmt.Fprintf(w, "  Attachments: %d live, %d recorded\n", n.LiveAttachments, len(n.Attachments))
+	}
 	for _, a := range n.Attachments {
 		fmt.Fprintf(w, "  - %s (%s) %s\n", a.Name, a.ContainerID, a.IfName)
 		state := a.State

@@ -147,6 +147,10 @@ func networkPrune(e *env, args []string) error {
 		if n.LiveAttachments > 0 {
 			continue
 		}
+		if n.RegistryUnreadable {
+			fmt.Fprintf(e.stdout, "skip network %s: its attachments could not be read\n", n.Name)
+			continue
+		}
 		if unknown := countState(n, inspect.Unknown); unknown > 0 {
 			fmt.Fprintf(e.stdout, "skip network %s: %d attachments could not be checked\n", n.Name, unknown)
 			continue

@@ -21,21 +21,24 @@ import (
 // Network is `berth network inspect`'s view of one network. The JSON field
 // names are a stable interface for scripts.
 type Network struct {
-	Name            string          `json:"name"`
-	File            string          `json:"file"`
-	CNIVersion      string          `json:"cniVersion"`
-	Driver          string          `json:"driver"`
-	Plugins         []string        `json:"plugins"`
-	Bridge          string          `json:"bridge,omitempty"`
-	Subnets         []string        `json:"subnets"`
-	Gateways        []string        `json:"gateways"`
-	IPAM            IPAM            `json:"ipam"`
-	Firewall        Firewall        `json:"firewall"`
-	StateDirs       StateDirs       `json:"stateDirs"`
-	Attachments     []Attachment    `json:"attachments"`
-	LiveAttachments int             `json:"liveAttachments"`
-	Warnings        []string        `json:"warnings,omitempty"`
-	Config          json.RawMessage `json:"config"`
+	Name            string       `json:"name"`
+	File            string       `json:"file"`
+	CNIVersion      string       `json:"cniVersion"`
+	Driver          string       `json:"driver"`
+	Plugins         []string     `json:"plugins"`
+	Bridge          string       `json:"bridge,omitempty"`
+	Subnets         []string     `json:"subnets"`
+	Gateways        []string     `json:"gateways"`
+	IPAM            IPAM         `json:"ipam"`
+	Firewall        Firewall     `json:"firewall"`
+	StateDirs       StateDirs    `json:"stateDirs"`
+	Attachments     []Attachment `json:"attachments"`
+	LiveAttachments int          `json:"liveAttachments"`
+	// RegistryUnreadable: the attachments registry could not be read
+	// (permissions): the attachments are unknown, not none.
+	RegistryUnreadable bool            `json:"registryUnreadable,omitempty"`
+	Warnings           []string        `json:"warnings,omitempty"`
+	Config             json.RawMessage `json:"config"`
 }
 
 // IPAM is the network's address management: ranges and their usage.
@@ -158,7 +161,8 @@ func Inspect(c *Conf, o Options, pubs []firewall.Published) (*Network, error) {
 	}
 	entries, err := ListEntries(dirs.Attachments, n.Name)
 	if err != nil {
-		return nil, err
+		n.RegistryUnreadable = true
+		n.Warnings = append(n.Warnings, fmt.Sprintf("attachments not read: %v", err))
 	}
 	if err := n.readIPAM(c, dirs.IPAM, entries); err != nil {
 		n.Warnings = append(n.Warnings, err.Error())

@@ -187,7 +187,11 @@ func Inspect(c *Conf, o Options, pubs []firewall.Published) (*Network, error) {
 		if o.NoKernel {
 			a.State, a.Reason = Unknown, "kernel not checked"
 		} else {
-			a.State, a.Reason = CheckKernel(e)
+			var mac string
+			a.State, a.Reason, mac = CheckKernel(e)
+			if mac != "" {
+				a.MAC = mac
+			}
 		}
 		if a.State == Live {
 			n.LiveAttachments++

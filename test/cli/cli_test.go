@@ -238,3 +238,26 @@ func TestInspectDNSNames(t *testing.T) {
 		t.Fatalf("%d attachments, want 2", len(n.Attachments))
 	}
 }
+
+// TestInspectTunedMAC: a MAC set by tuning after the bridge recorded the
+// attachment is the kernel's, shown as such; the attachment stays live
+// (gc must never DEL a live container because a later plugin changed its
+// MAC).
+func TestInspectTunedMAC(t *testing.T) {
+	w := newWorld(t)
+	const mac = "02:42:ac:11:00:99"
+	list := w.network(t, "tuned-net", nstest.UniqueName("br"), "10.239.0.0/24", func(m map[string]any) {
+		m["plugins"] = append(m["plugins"].([]any), map[string]any{"type": "tuning", "mac": mac, "dataDir": w.DataDir + "/tuning"})
+	})
+	c := w.run(t, list, webID, "tuned")
+	if got := c.mac(t); got != mac {
+		t.Fatalf("setup: kernel MAC %s, want tuning's %s", got, mac)
+	}
+	n := w.inspect(t, "tuned-net")
+	if len(n.Attachments) != 1 || n.Attachments[0].State != inspect.Live || n.Attachments[0].MAC != mac {
+		t.Fatalf("attachments %+v, want one live with MAC %s", n.Attachments, mac)
+	}
+	if out := w.mustBerth(t, "gc"); strings.Contains(out, "would DEL") {
+		t.Fatalf("gc plans to DEL a live container:\n%s", out)
+	}
+}

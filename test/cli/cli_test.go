@@ -2,6 +2,8 @@ package cli_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -178,6 +180,14 @@ func TestPrune(t *testing.T) {
 	after := w.Host.MustExec(t, "nft", "list", "table", "inet", "berth")
 	if strings.Contains(after, "net-b/") || !strings.Contains(after, "net-a/") {
 		t.Fatalf("after prune (%s):\n%s", out, after)
+	}
+	for _, p := range []string{"net-b", "net-b.lock"} {
+		if _, err := os.Stat(filepath.Join(w.DataDir, "attachments", p)); !os.IsNotExist(err) {
+			t.Errorf("net-b's registry %s after prune: %v", p, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(w.DataDir, "attachments", "net-a", webID+"@eth0.json")); err != nil {
+		t.Errorf("net-a's entry after prune: %v", err)
 	}
 	if _, err := w.Host.Exec("ip", "link", "show", brB); err == nil {
 		t.Errorf("bridge %s of the pruned network is still there", brB)

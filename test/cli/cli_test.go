@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -269,5 +270,34 @@ func TestInspectTunedMAC(t *testing.T) {
 	}
 	if out := w.mustBerth(t, "gc"); strings.Contains(out, "would DEL") {
 		t.Fatalf("gc plans to DEL a live container:\n%s", out)
+	}
+}
+
+// TestPruneIsolation: a network with the firewall plugin (same-bridge)
+// keeps its bridge in the isolation sets after its last container's DEL;
+// prune removes those elements, tagged with the network, and only those.
+func TestPruneIsolation(t *testing.T) {
+	w := newWorld(t)
+	brX, brY := nstest.UniqueName("brx"), nstest.UniqueName("bry")
+	lx := w.networkFrom(t, "docker-network.conflist", "iso-x", brX, "10.240.0.0/24")
+	ly := w.networkFrom(t, "docker-network.conflist", "iso-y", brY, "10.241.0.0/24")
+	x := w.run(t, lx, webID, "x")
+	w.run(t, ly, dbID, "y")
+	if err := w.RT.Del(context.Background(), lx, x.rc); err != nil {
+		t.Fatal(err)
+	}
+	sets := func() string {
+		return w.Host.MustExec(t, "nft", "list", "set", "inet", "berth", "fw-bridges") +
+			w.Host.MustExec(t, "nft", "list", "set", "inet", "berth", "fw-same")
+	}
+	if s := sets(); !strings.Contains(s, brX) || !strings.Contains(s, brY) {
+		t.Fatalf("setup: both bridges should be in the isolation sets:\n%s", s)
+	}
+	out := w.mustBerth(t, "network", "prune", "--force")
+	if !strings.Contains(out, "tagged with network iso-x") || strings.Contains(out, "iso-y") {
+		t.Errorf("prune:\n%s", out)
+	}
+	if s := sets(); strings.Contains(s, brX) || !strings.Contains(s, brY) {
+		t.Errorf("after prune, want %s gone and %s kept:\n%s", brX, brY, s)
 	}
 }

@@ -3,6 +3,7 @@ package cli_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/berthnet/berth/internal/nstest"
@@ -142,5 +144,55 @@ func TestDynamicPortSkipsHostSockets(t *testing.T) {
 	dyn := w.run(t, list, dbID, "dynamic", mapping{HostPort: 0, ContainerPort: 80, Protocol: "tcp"})
 	if got := w.mustBerth(t, "port", dyn.name); got != "80/tcp -> 0.0.0.0:41002\n" {
 		t.Fatalf("berth port: %q, want 41002 (41000 has a host socket, 41001 a static mapping)", got)
+	}
+}
+
+// TestDynamicPortExhausted: with every port of hostPortRange taken, the
+// ADD fails with code 101 naming the range, and leaves no chosen-port
+// state and no published port behind; a DEL frees a port for the next.
+func TestDynamicPortExhausted(t *testing.T) {
+	w := newWorld(t)
+	list := w.network(t, "full-net", nstest.UniqueName("br"), "10.242.0.0/24",
+		nstest.SetField(1, "hostPortRange", "42000-42001"))
+	dyn := []mapping{{HostPort: 0, ContainerPort: 80, Protocol: "tcp"}}
+	a := w.run(t, list, webID, "a", dyn...)
+	w.run(t, list, dbID, "b", dyn...)
+
+	nsx, err := sandbox.NewNS(nstest.UniqueName("c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nsx.Delete() })
+	const thirdID = "3333333333333333333333333333333333333333333333333333333333333333"
+	rc := &libcni.RuntimeConf{ContainerID: thirdID, NetNS: nsx.Path, IfName: "eth0",
+		CapabilityArgs: map[string]any{"portMappings": dyn}}
+	t.Cleanup(func() { _ = w.RT.Del(context.Background(), list, rc) })
+	_, err = w.RT.Add(context.Background(), list, rc)
+	if err == nil || !strings.Contains(err.Error(), "hostPortRange 42000-42001") {
+		t.Fatalf("third ADD: %v, want an error naming hostPortRange 42000-42001", err)
+	}
+	var ce *types.Error
+	if !errors.As(err, &ce) || ce.Code != 101 || !strings.Contains(ce.Msg, "no free tcp host port") {
+		t.Errorf("error %v, want code 101 no free tcp host port", err)
+	}
+	if _, err := os.Stat(filepath.Join(w.DataDir, "portmap", "full-net", thirdID+"@eth0.json")); !os.IsNotExist(err) {
+		t.Errorf("state of the failed ADD: %v", err)
+	}
+	if nft := w.Host.MustExec(t, "nft", "list", "map", "inet", "berth", "ports4"); strings.Contains(nft, thirdID) {
+		t.Errorf("the failed ADD published a port:\n%s", nft)
+	}
+	// The runtime DELs a failed ADD (libcni does not undo the plugins
+	// before portmap).
+	if err := w.RT.Del(context.Background(), list, rc); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.RT.Del(context.Background(), list, a.rc); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.RT.Add(context.Background(), list, rc); err != nil {
+		t.Fatalf("ADD after a DEL freed a port: %v", err)
+	}
+	if got := w.mustBerth(t, "port", thirdID[:8]); !strings.HasPrefix(got, "80/tcp -> 0.0.0.0:4200") {
+		t.Errorf("berth port: %q", got)
 	}
 }

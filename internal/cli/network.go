@@ -66,7 +66,7 @@ func loadAll(e *env, c *common) ([]*inspect.Network, error) {
 	for _, err := range errs {
 		fmt.Fprintf(e.stderr, "berth: warning: %v\n", err)
 	}
-	pubs := publishedOrWarn(e)
+	pubs := publishedOrWarn(e, confs)
 	var out []*inspect.Network
 	for _, cf := range confs {
 		n, err := inspect.Inspect(cf, c.options(), pubs)
@@ -80,8 +80,8 @@ func loadAll(e *env, c *common) ([]*inspect.Network, error) {
 
 // publishedOrWarn reads the published ports; without privileges the view
 // goes on without them (a warning says so).
-func publishedOrWarn(e *env) []firewall.Published {
-	pubs, err := firewall.ListPublished()
+func publishedOrWarn(e *env, confs []*inspect.Conf) []firewall.Published {
+	pubs, err := inspect.Published(confs)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "berth: warning: published ports not read (needs CAP_NET_ADMIN): %v\n", err)
 		return []firewall.Published{}
@@ -166,12 +166,16 @@ func networkInspect(e *env, args []string) error {
 	}
 	var nets []*inspect.Network
 	var each []any
-	pubs := publishedOrWarn(e)
+	var confs []*inspect.Conf
 	for _, name := range pos {
 		cf, err := inspect.FindConf(c.confDir, name)
 		if err != nil {
 			return notFound(err)
 		}
+		confs = append(confs, cf)
+	}
+	pubs := publishedOrWarn(e, confs)
+	for _, cf := range confs {
 		n, err := inspect.Inspect(cf, c.options(), pubs)
 		if err != nil {
 			return err
@@ -371,7 +375,7 @@ func port(e *env, args []string) error {
 	if len(found) == 0 {
 		return notFound(fmt.Errorf("no such container: %s", pos[0]))
 	}
-	pubs, err := firewall.ListPublished()
+	pubs, err := inspect.Published(confs)
 	if err != nil {
 		return fmt.Errorf("reading published ports (needs CAP_NET_ADMIN): %w", err)
 	}

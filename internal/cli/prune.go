@@ -110,7 +110,7 @@ func gc(e *env, args []string) error {
 	for _, err := range errs {
 		fmt.Fprintf(e.stderr, "berth: warning: %v\n", err)
 	}
-	pubs := publishedOrWarn(e)
+	pubs := publishedOrWarn(e, confs)
 	for _, cf := range confs {
 		n, err := inspect.Inspect(cf, c.options(), pubs)
 		if err != nil {
@@ -138,7 +138,7 @@ func networkPrune(e *env, args []string) error {
 	for _, err := range errs {
 		fmt.Fprintf(e.stderr, "berth: warning: %v\n", err)
 	}
-	pubs := publishedOrWarn(e)
+	pubs := publishedOrWarn(e, confs)
 	for _, cf := range confs {
 		n, err := inspect.Inspect(cf, c.options(), pubs)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 
 	"github.com/google/nftables"
@@ -170,4 +171,72 @@ func RemoveNetwork(network string) error {
 		return err
 	}
 	return deleteTagged(c, sets, ofNetwork(network))
+}
+
+// ListPublishedIPTables reads the published ports of the iptables backend
+// (the DNAT rules of BERTH-HOSTPORT-DNAT, both families) in the calling
+// thread's namespace. No chain is no port; a missing iptables binary is an
+// error the caller may ignore when it does not use that backend.
+func ListPublishedIPTables() ([]Published, error) {
+	ipts, err := iptBoth()
+	if err != nil {
+		return nil, err
+	}
+	var out []Published
+	for _, ipt := range ipts {
+		rules, err := taggedRules(ipt, "nat", iptDNATChain, func(s string) bool { return tagNetwork(s) != "" })
+		if err != nil {
+			return nil, err
+		}
+		for _, spec := range rules {
+			if p, ok := decodeDNATRule(spec); ok {
+				out = append(out, p)
+			}
+		}
+	}
+	return out, nil
+}
+
+// decodeDNATRule reverses iptRules' DNAT rule:
+// [-d hostIP/32] -p tcp -m tcp --dport 8080 -m comment --comment <tag> -j DNAT --to-destination 172.17.0.2:80
+func decodeDNATRule(spec []string) (Published, bool) {
+	var p Published
+	for i := 0; i+1 < len(spec); i++ {
+		v := spec[i+1]
+		switch spec[i] {
+		case "-d":
+			ip, _, err := net.ParseCIDR(v)
+			if err != nil {
+				ip = net.ParseIP(v)
+			}
+			p.HostIP = ip
+		case "-p":
+			p.Protocol = v
+		case "--dport":
+			port, err := strconv.Atoi(v)
+			if err != nil {
+				return p, false
+			}
+			p.HostPort = port
+		case "--comment":
+			p.Tag = v
+		case "--to-destination":
+			host, port, err := net.SplitHostPort(v)
+			if err != nil {
+				return p, false
+			}
+			cp, err := strconv.Atoi(port)
+			if err != nil {
+				return p, false
+			}
+			p.ContainerIP, p.ContainerPort = net.ParseIP(host), cp
+		}
+	}
+	if p.HostPort == 0 || p.ContainerIP == nil || p.Tag == "" {
+		return p, false
+	}
+	if parts := strings.Split(p.Tag, "/"); len(parts) == 3 {
+		p.Network, p.ContainerID, p.IfName = parts[0], parts[1], parts[2]
+	}
+	return p, true
 }

@@ -45,3 +45,36 @@ func TestDecodePort(t *testing.T) {
 		})
 	}
 }
+
+// TestDecodeDNATRule: the iptables backend's DNAT rules, as iptables -S
+// prints them (comment quotes already trimmed by taggedRules), read back.
+func TestDecodeDNATRule(t *testing.T) {
+	ip, ipn, _ := net.ParseCIDR("10.1.0.5/24")
+	ipn.IP = ip
+	ip6, ipn6, _ := net.ParseCIDR("fd00::5/64")
+	ipn6.IP = ip6
+	tests := []struct {
+		name string
+		m    PortMapping
+		ctr  *net.IPNet
+	}{
+		{"v4", PortMapping{HostPort: 3000, ContainerPort: 80, Protocol: "tcp"}, ipn},
+		{"v4 host ip", PortMapping{HostPort: 53, ContainerPort: 53, Protocol: "udp", HostIP: net.ParseIP("192.0.2.1")}, ipn},
+		{"v6", PortMapping{HostPort: 443, ContainerPort: 8443, Protocol: "tcp"}, ipn6},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pm := PortMap{Mappings: []PortMapping{tt.m}, ContainerIPs: []*net.IPNet{tt.ctr}}
+			tgt := targets(pm)
+			rules := iptRules(pm, tgt[0], tag("net", "abc", "eth0"))
+			// iptables prints the address with its prefix length.
+			spec := append([]string(nil), rules[0].spec...)
+			p, ok := decodeDNATRule(spec)
+			if !ok || p.HostPort != tt.m.HostPort || p.ContainerPort != tt.m.ContainerPort || p.Protocol != tt.m.Protocol ||
+				!p.ContainerIP.Equal(tt.ctr.IP) || !p.OwnedBy("net", "abc", "eth0") ||
+				(tt.m.HostIP != nil && !p.HostIP.Equal(tt.m.HostIP)) || (tt.m.HostIP == nil && p.HostIP != nil) {
+				t.Fatalf("decoded %+v (ok %v) from %v", p, ok, spec)
+			}
+		})
+	}
+}

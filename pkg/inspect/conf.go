@@ -20,6 +20,7 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 
+	"github.com/berthnet/berth/pkg/firewall"
 	"github.com/berthnet/berth/pkg/ipam"
 	"github.com/berthnet/berth/pkg/registry"
 )
@@ -46,6 +47,9 @@ type Conf struct {
 	FirewallType   string // "firewall" when chained
 	Masquerade     bool
 	Portmap        bool
+	// PortmapIPTables: portmap's backend is iptables, whose rules
+	// ListPublishedIPTables reads.
+	PortmapIPTables bool
 }
 
 // RangeConf is one IPAM range as configured ("auto" subnets included).
@@ -151,6 +155,7 @@ type pluginFields struct {
 	AttachmentsDir string `json:"attachmentsDir"`
 	DataDir        string `json:"dataDir"`
 	Bridge         string `json:"bridge"`
+	Backend        string `json:"backend"`
 	IPMasq         bool   `json:"ipMasq"`
 	IngressPolicy  string `json:"ingressPolicy"`
 	Registry       *struct {
@@ -190,6 +195,7 @@ func parseConf(file string, list *libcni.NetworkConfigList) (*Conf, error) {
 			}
 		case "portmap":
 			c.Portmap = true
+			c.PortmapIPTables = f.Backend == "iptables"
 		case "dnsname":
 			dir := f.DataDir
 			if dir == "" {
@@ -242,4 +248,24 @@ func singleToList(b []byte) (*libcni.NetworkConfigList, error) {
 		return nil, err
 	}
 	return libcni.NetworkConfFromBytes(list)
+}
+
+// Published reads the published ports of both backends: nftables always,
+// iptables when one of confs has portmap on it (each read is iptables
+// processes, skipped otherwise).
+func Published(confs []*Conf) ([]firewall.Published, error) {
+	pubs, err := firewall.ListPublished()
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range confs {
+		if c.PortmapIPTables {
+			ipt, err := firewall.ListPublishedIPTables()
+			if err != nil {
+				return pubs, fmt.Errorf("iptables: %w", err)
+			}
+			return append(pubs, ipt...), nil
+		}
+	}
+	return pubs, nil
 }

@@ -178,7 +178,7 @@ func Inspect(c *Conf, o Options, pubs []firewall.Published) (*Network, error) {
 		}
 	}
 	if pubs == nil && !o.NoKernel && c.Portmap {
-		if pubs, err = firewall.ListPublished(); err != nil {
+		if pubs, err = Published([]*Conf{c}); err != nil {
 			n.Warnings = append(n.Warnings, fmt.Sprintf("published ports not read: %v", err))
 		}
 	}

@@ -123,20 +123,22 @@ func lockPorts(dir string) (func(), error) {
 	return func() { f.Close() }, nil
 }
 
-// usedPorts are "proto/port" keys taken by other mappings: the nftables
-// port maps (every backend-nftables mapping of the host, static or not)
-// and every attachment's state file (dynamic ports of the iptables
-// backend, and those of an ADD between its choice and its publish).
+// usedPorts are "proto/port" keys taken by other mappings: those the
+// backend publishes (nftables port maps or iptables DNAT rules, static or
+// not) and every attachment's state file (the other backend's dynamic
+// ports, and those of an ADD between its choice and its publish).
 func usedPorts(conf *NetConf) (map[string]bool, error) {
 	used := map[string]bool{}
-	if conf.Backend != firewall.IPTables {
-		pubs, err := firewall.ListPublished()
-		if err != nil {
-			return nil, err
-		}
-		for _, p := range pubs {
-			used[p.Protocol+"/"+strconv.Itoa(p.HostPort)] = true
-		}
+	list := firewall.ListPublished
+	if conf.Backend == firewall.IPTables {
+		list = firewall.ListPublishedIPTables
+	}
+	pubs, err := list()
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range pubs {
+		used[p.Protocol+"/"+strconv.Itoa(p.HostPort)] = true
 	}
 	files, _ := filepath.Glob(filepath.Join(conf.DataDir, "*", "*.json"))
 	for _, f := range files {

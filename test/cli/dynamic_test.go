@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -28,9 +27,18 @@ import (
 // namespace reaches over real TCP, each landing in its own container.
 // CHECK keeps the port; DEL releases it.
 func TestDynamicPorts(t *testing.T) {
+	testDynamicPorts(t, "nftables", 32)
+}
+
+// TestDynamicPortsIPTables: the same with portmap's iptables backend
+// (fewer containers: each of its rules is iptables processes).
+func TestDynamicPortsIPTables(t *testing.T) {
+	testDynamicPorts(t, "iptables", 8)
+}
+
+func testDynamicPorts(t *testing.T, backend string, n int) {
 	w := newWorld(t)
-	list := w.network(t, "dyn-net", nstest.UniqueName("br"), "10.236.0.0/24")
-	const n = 32
+	list := w.network(t, "dyn-net", nstest.UniqueName("br"), "10.236.0.0/24", nstest.SetField(1, "backend", backend))
 	ctrs := make([]*ctr, n)
 	for i := range ctrs {
 		id := fmt.Sprintf("%064x", i+1)
@@ -66,7 +74,11 @@ func TestDynamicPorts(t *testing.T) {
 		Network string `json:"network"`
 		inspect.Attachment
 	}
-	if err := json.Unmarshal([]byte(w.mustBerth(t, "ps", "--json")), &rows); err != nil {
+	psOut, psErr, code := w.berth(t, "ps", "--json")
+	if code != 0 || psErr != "" {
+		t.Fatalf("berth ps: exit %d\n%s", code, psErr)
+	}
+	if err := json.Unmarshal([]byte(psOut), &rows); err != nil {
 		t.Fatal(err)
 	}
 	portOf := map[string]int{}
@@ -116,8 +128,8 @@ func TestDynamicPorts(t *testing.T) {
 	if _, _, code := w.berth(t, "port", c0.name); code != 3 {
 		t.Errorf("berth port after DEL: exit %d, want 3", code)
 	}
-	if nft := w.Host.MustExec(t, "nft", "list", "map", "inet", "berth", "ports4"); strings.Contains(nft, strconv.Itoa(portOf[c0.id])+" :") {
-		t.Errorf("port %d still published after DEL:\n%s", portOf[c0.id], nft)
+	if nft := w.Host.MustExec(t, "nft", "list", "ruleset"); strings.Contains(nft, c0.id) {
+		t.Errorf("%s still has rules after DEL:\n%s", c0.id, nft)
 	}
 	state := filepath.Join(w.DataDir, "portmap", "dyn-net", c0.id+"@eth0.json")
 	if _, err := os.Stat(state); !os.IsNotExist(err) {

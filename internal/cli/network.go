@@ -19,12 +19,14 @@ type output struct {
 	format string
 }
 
+// flags registers --json and --format; example is a template for the
+// command's items, shown in its help.
 func (o *output) flags(fs interface {
 	BoolVar(*bool, string, bool, string)
 	StringVar(*string, string, string, string)
-}) {
+}, example string) {
 	fs.BoolVar(&o.json, "json", false, "print JSON (stable field names) instead of text")
-	fs.StringVar(&o.format, "format", "", "print each item with a Go `template` ({{.Name}}, {{json .Attachments}}, {{join .Subnets \",\"}})")
+	fs.StringVar(&o.format, "format", "", "print each item with a Go `template`, e.g. '"+example+"' (functions: json, join)")
 }
 
 // write prints items as JSON (one array), with the template (once per
@@ -110,7 +112,7 @@ func networkLs(e *env, args []string) error {
 	fs, c := newFlags(e, "network ls [flags]",
 		"Lists the networks of the config directory: name, driver (the first plugin's\ntype), subnets, gateways, live attachments (and recorded ones).")
 	var o output
-	o.flags(fs)
+	o.flags(fs, `{{.Name}} {{join .Subnets ","}} {{.LiveAttachments}}`)
 	quiet := fs.Bool("q", false, "print the names only")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -156,7 +158,7 @@ func networkInspect(e *env, args []string) error {
 	fs, c := newFlags(e, "network inspect [flags] NETWORK...",
 		"Shows each network: its config, IPAM ranges and usage, and every attachment\n(container ID, name, netns, ifname, IPs, MAC, host veth, DNS names and aliases,\npublished ports, firewall policy), cross-checked with the kernel: a record whose\nnetns or interface is gone is \"stale\".")
 	var o output
-	o.flags(fs)
+	o.flags(fs, `{{.Name}}: {{range .Attachments}}{{.Name}} {{.IPs}} {{end}}`)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -283,7 +285,7 @@ func ps(e *env, args []string) error {
 	fs, c := newFlags(e, "ps [flags]",
 		"Lists every attachment of every network: container, name, network, interface,\naddresses, MAC, published ports and state (live, stale, unknown).")
 	var o output
-	o.flags(fs)
+	o.flags(fs, `{{.Name}} {{.Network}} {{.State}} {{json .Ports}}`)
 	liveOnly := fs.Bool("live", false, "only live attachments (default: stale and unknown ones too)")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -328,7 +330,7 @@ func port(e *env, args []string) error {
 	fs, c := newFlags(e, "port [flags] CONTAINER [PORT[/PROTO]]",
 		"Lists a container's published ports as `docker port` does (\"80/tcp -> 0.0.0.0:3000\"),\nacross its networks; with PORT, prints only the host side(s) of that port.\nCONTAINER is an ID, a name or a unique ID prefix.")
 	var o output
-	o.flags(fs)
+	o.flags(fs, `{{.HostIP}}:{{.HostPort}}`)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err

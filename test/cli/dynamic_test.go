@@ -208,3 +208,38 @@ func TestDynamicPortExhausted(t *testing.T) {
 		t.Errorf("berth port: %q", got)
 	}
 }
+
+// TestDynamicPortGC: GC with one attachment valid releases the other's
+// chosen port (state and published port), and keeps the valid one's.
+func TestDynamicPortGC(t *testing.T) {
+	w := newWorld(t)
+	list := w.network(t, "gc-net", nstest.UniqueName("br"), "10.243.0.0/24")
+	dyn := []mapping{{HostPort: 0, ContainerPort: 80, Protocol: "tcp"}}
+	keep := w.run(t, list, webID, "keep", dyn...)
+	gone := w.run(t, list, dbID, "gone", dyn...)
+	state := func(id string) string { return filepath.Join(w.DataDir, "portmap", "gc-net", id+"@eth0.json") }
+	for _, id := range []string{keep.id, gone.id} {
+		if _, err := os.Stat(state(id)); err != nil {
+			t.Fatalf("setup: %v", err)
+		}
+	}
+	if err := w.RT.GC(context.Background(), list, keep.rc); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(state(gone.id)); !os.IsNotExist(err) {
+		t.Errorf("state of the collected attachment: %v", err)
+	}
+	if _, err := os.Stat(state(keep.id)); err != nil {
+		t.Errorf("state of the valid attachment: %v", err)
+	}
+	if _, _, code := w.berth(t, "port", "gone"); code == 0 {
+		// The registry entry goes too (bridge GC), so the container is
+		// unknown; either way no port is left.
+		if out := w.mustBerth(t, "port", "gone"); out != "" {
+			t.Errorf("berth port gone after GC: %q", out)
+		}
+	}
+	if out := w.mustBerth(t, "port", "keep"); !strings.HasPrefix(out, "80/tcp -> 0.0.0.0:") {
+		t.Errorf("berth port keep after GC: %q", out)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"text/template"
@@ -70,11 +71,33 @@ func loadAll(e *env, c *common) ([]*inspect.Network, error) {
 	}
 	pubs := publishedOrWarn(e, confs)
 	var out []*inspect.Network
+	known := map[string]bool{}
+	dirs := map[string]bool{}
 	for _, cf := range confs {
 		n, err := inspect.Inspect(cf, c.options(), pubs)
 		if err != nil {
 			return nil, fmt.Errorf("network %s: %w", cf.List.Name, err)
 		}
+		out = append(out, n)
+		known[n.Name] = true
+		dirs[n.StateDirs.Attachments] = true
+	}
+	// The registries the configs use; the default one also when there is
+	// no config at all (every conflist removed).
+	if len(confs) == 0 && c.attachmentsDir == "" {
+		dirs[registry.DefaultAttachmentsDir] = true
+	}
+	if len(confs) == 0 && c.attachmentsDir != "" {
+		dirs[c.attachmentsDir] = true
+	}
+	var list []string
+	for d := range dirs {
+		list = append(list, d)
+	}
+	sort.Strings(list)
+	for _, n := range inspect.Orphans(list, known, c.options(), pubs) {
+		fmt.Fprintf(e.stderr, "berth: warning: network %s has %d recorded attachments in %s but no config in %s\n",
+			n.Name, len(n.Attachments), n.StateDirs.Attachments, c.confDir)
 		out = append(out, n)
 	}
 	return out, nil
@@ -145,6 +168,9 @@ func networkLs(e *env, args []string) error {
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tDRIVER\tSUBNET\tGATEWAY\tLIVE\tRECORDED")
 	for i, r := range rows {
+		if r.File == "" {
+			r.Driver = "(no config)"
+		}
 		live, rec := fmt.Sprint(r.LiveAttachments), fmt.Sprint(r.Attachments)
 		if nets[i].RegistryUnreadable {
 			live, rec = "?", "?"

@@ -442,3 +442,55 @@ func prev(a netip.Addr) netip.Addr {
 	}
 	return a
 }
+
+// Orphans are the networks that have entries in the attachments
+// registries dirs but no config among known (its conflist was removed
+// while containers were attached): their attachments are shown, but no
+// DEL can be run for them without the config.
+func Orphans(dirs []string, known map[string]bool, o Options, pubs []firewall.Published) []*Network {
+	var out []*Network
+	seen := map[string]bool{}
+	for _, dir := range dirs {
+		des, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, de := range des {
+			name := de.Name()
+			if !de.IsDir() || known[name] || seen[name] || registry.SafeNetwork(name) != nil {
+				continue
+			}
+			entries, err := ListEntries(dir, name)
+			if err != nil || len(entries) == 0 {
+				continue
+			}
+			seen[name] = true
+			n := &Network{Name: name, Plugins: []string{}, Subnets: []string{}, Gateways: []string{},
+				IPAM: IPAM{Ranges: []Range{}, Reservations: []Reservation{}}, Attachments: []Attachment{},
+				StateDirs: StateDirs{Attachments: dir},
+				Warnings:  []string{"no config for this network: its attachments cannot be DELed by berth"}}
+			for _, e := range entries {
+				a := attachmentOf(e, nil, pubs)
+				if o.NoKernel {
+					a.State, a.Reason = Unknown, "kernel not checked"
+				} else {
+					var mac string
+					if a.State, a.Reason, mac = CheckKernel(e); mac != "" {
+						a.MAC = mac
+					}
+				}
+				if a.State == Live {
+					n.LiveAttachments++
+				}
+				for _, p := range e.IPs {
+					if s := p.Masked().String(); !contains(n.Subnets, s) {
+						n.Subnets = append(n.Subnets, s)
+					}
+				}
+				n.Attachments = append(n.Attachments, a)
+			}
+			out = append(out, n)
+		}
+	}
+	return out
+}

@@ -143,6 +143,21 @@ func TestStale(t *testing.T) {
 		t.Errorf("port of a collected container: exit %d, want 3", code)
 	}
 	nstest.Ping(t, &nstest.NS{NS: keep.ns}, "10.232.0.1")
+
+	// The conflist removed while a container is attached: the network is
+	// still listed, from its registry (named by the flag: the config that
+	// named it is gone), as having no config.
+	if err := os.Remove(filepath.Join(w.confDir, "stale-net.conflist")); err != nil {
+		t.Fatal(err)
+	}
+	reg := filepath.Join(w.DataDir, "attachments")
+	out, errOut, code := w.berth(t, "network", "ls", "--attachments-dir", reg)
+	if code != 0 || !strings.Contains(out, "stale-net  (no config)") || !strings.Contains(errOut, "no config") {
+		t.Errorf("ls without the conflist: exit %d\n%s%s", code, out, errOut)
+	}
+	if ps, _, _ := w.berth(t, "ps", "--attachments-dir", reg); !strings.Contains(ps, "keep") || !strings.Contains(ps, "live") {
+		t.Errorf("ps without the conflist:\n%s", ps)
+	}
 }
 
 // TestPrune: network A has a live container, B only a stale one. prune

@@ -78,9 +78,10 @@ func cmdAdd(args *skel.CmdArgs) error {
 	}
 	committed := false
 	if hasDynamic(maps) {
-		// hostPort 0: choose, publish and record under the host's lock,
-		// so a concurrent ADD sees the port taken in nftables or the
-		// state file.
+		// hostPort 0: choose and record under the host's lock. The
+		// state file is the reservation every later choice skips, so
+		// the publish below needs no lock (a static mapping racing for
+		// the port is refused by the kernel, as between static ones).
 		path, err := statePath(conf, args)
 		if err != nil {
 			return err
@@ -89,7 +90,12 @@ func cmdAdd(args *skel.CmdArgs) error {
 		if err != nil {
 			return cni.Wrap(cni.CodeIOFailure, err, "%s: port lock", plugin)
 		}
-		defer unlock()
+		locked := true
+		defer func() {
+			if locked {
+				unlock()
+			}
+		}()
 		st, err := readState(path)
 		if err != nil {
 			return cni.Wrap(cni.CodeIOFailure, err, "%s: chosen ports", plugin)
@@ -102,6 +108,8 @@ func cmdAdd(args *skel.CmdArgs) error {
 		if err := writeState(path, nst); err != nil {
 			return cni.Wrap(cni.CodeIOFailure, err, "%s: recording chosen ports", plugin)
 		}
+		unlock()
+		locked = false
 		defer func() {
 			if !committed {
 				cni.Undone(plugin, "forgetting chosen ports", removeState(path))

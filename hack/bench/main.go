@@ -36,6 +36,7 @@ func main() {
 	n := flag.Int("n", 100, "containers per implementation")
 	ref := flag.String("ref", "", "directory of other CNI binaries to compare with (same plugin names)")
 	portmap := flag.Bool("portmap", false, "chain portmap with one published port per container")
+	dynPorts := flag.Bool("dynamic-ports", false, "with -portmap: \"hostPort\": 0 (docker run -P), portmap chooses the port")
 	masq := flag.Bool("masq", true, "bridge ipMasq")
 	parallel := flag.Int("parallel", 1, "concurrent ADDs (then DELs); >1 reports throughput")
 	join := flag.Bool("join", false, "container-mode: attach one target through the chain, then measure N containers joining it (berth only)")
@@ -51,7 +52,7 @@ func main() {
 	if *join && *ref != "" {
 		fatal(fmt.Errorf("-join measures berth's container-mode, which the reference plugins lack: drop -ref"))
 	}
-	b := &bench{n: *n, portmap: *portmap, masq: *masq, join: *join, macvlan: *macvlan, prefix: fmt.Sprintf("bb%d", os.Getpid()%100000)}
+	b := &bench{n: *n, portmap: *portmap, masq: *masq, dynPorts: *dynPorts, join: *join, macvlan: *macvlan, prefix: fmt.Sprintf("bb%d", os.Getpid()%100000)}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() {
@@ -75,10 +76,12 @@ func fatal(err error) {
 type bench struct {
 	n       int
 	portmap bool
-	masq    bool
-	join    bool
-	macvlan bool
-	prefix  string
+	// dynPorts publishes with "hostPort": 0.
+	dynPorts bool
+	masq     bool
+	join     bool
+	macvlan  bool
+	prefix   string
 
 	mu    sync.Mutex
 	impls []*impl
@@ -214,7 +217,9 @@ func (b *bench) conflist(state string) (*libcni.NetworkConfigList, error) {
 		plugins = []map[string]any{{"type": "macvlan", "master": "eth0", "mode": "bridge", "dataDir": filepath.Join(state, "macvlan"), "attachmentsDir": filepath.Join(state, "attachments"), "ipam": ipam}}
 	}
 	if b.portmap {
-		plugins = append(plugins, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}})
+		// dataDir: chosen ports (hostPort 0) under the run's state.
+		plugins = append(plugins, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true},
+			"dataDir": filepath.Join(state, "portmap")})
 	}
 	raw, err := json.Marshal(map[string]any{"cniVersion": "1.0.0", "name": "bench", "plugins": plugins})
 	if err != nil {
@@ -257,8 +262,12 @@ func (im *impl) rc(b *bench, i int) *libcni.RuntimeConf {
 		rc.Args = [][2]string{{"CONTAINER", "target"}}
 	}
 	if b.portmap {
+		hostPort := 20000 + i
+		if b.dynPorts {
+			hostPort = 0
+		}
 		rc.CapabilityArgs = map[string]any{"portMappings": []map[string]any{
-			{"hostPort": 20000 + i, "containerPort": 80, "protocol": "tcp"},
+			{"hostPort": hostPort, "containerPort": 80, "protocol": "tcp"},
 		}}
 	}
 	return rc

@@ -150,7 +150,11 @@ func (d *demo) networkPatched(file string, patch func(map[string]any)) (*libcni.
 	if err != nil {
 		return nil, err
 	}
-	return withDataDir(raw, d.stateDir, patch)
+	list, err := withDataDir(raw, d.stateDir, patch)
+	if err != nil {
+		return nil, err
+	}
+	return list, d.saveConf(list)
 }
 
 // ctr is a running "container": its namespace and attachments.

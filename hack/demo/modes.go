@@ -84,14 +84,19 @@ func containerMode(d *demo) error {
 	if err != nil {
 		return err
 	}
-	// -P publishes the image's exposed port 80 on a port of Docker's
-	// ephemeral range.
-	ports := map[string]any{"portMappings": []map[string]any{{"hostPort": 32768, "containerPort": 80, "protocol": "tcp"}}}
+	// -P publishes the image's exposed port 80 on a free port of Docker's
+	// ephemeral range: "hostPort": 0, portmap chooses; berth port tells.
+	ports := map[string]any{"portMappings": []map[string]any{{"hostPort": 0, "containerPort": 80, "protocol": "tcp"}}}
 	nginx, err := d.runContainer("nginx", bridge, ports)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("  docker run -d -P --net=bridge --name nginx nginx -> eth0 %s, host port 32768 -> 80\n", nginx.res.IPs[0].Address.String())
+	fmt.Printf("  docker run -d -P --net=bridge --name nginx nginx -> eth0 %s, container port 80 on a host port portmap chose\n", nginx.res.IPs[0].Address.String())
+	hostSide, err := d.berth("port", "nginx", "80")
+	if err != nil {
+		return fmt.Errorf("berth port nginx 80: %w", err)
+	}
+	_, hostPort, _ := strings.Cut(strings.TrimSpace(hostSide), ":")
 	if err := d.startHTTPD(nginx.ns, ":80", "Welcome to nginx!"); err != nil {
 		return err
 	}
@@ -131,7 +136,7 @@ func containerMode(d *demo) error {
 	if err != nil || !strings.Contains(out, "nginx status") {
 		return fmt.Errorf("sidecar cannot reach nginx's localhost: %q %w", out, err)
 	}
-	if _, err := sh(d.host, "host", "curl", "-sS", "--max-time", "3", "http://localhost:32768/"); err != nil {
+	if _, err := sh(d.host, "host", "curl", "-sS", "--max-time", "3", "http://localhost:"+hostPort+"/"); err != nil {
 		return fmt.Errorf("nginx's published port: %w", err)
 	}
 	return nil

@@ -93,6 +93,10 @@ func publishedPort(d *demo) error {
 	if _, err := sh(outside, "outside", "curl", "-sS", "--max-time", "3", "http://192.0.2.1:3000/"); err != nil {
 		return fmt.Errorf("curl from outside: %w", err)
 	}
+	// docker port httpd
+	if out, err := d.berth("port", "httpd"); err != nil || strings.TrimSpace(out) != "80/tcp -> 0.0.0.0:3000" {
+		return fmt.Errorf("berth port httpd: %q, %v", out, err)
+	}
 	return nil
 }
 
@@ -132,6 +136,10 @@ func userNetworks(d *demo) error {
 	}
 	if _, err := sh(db.ns, "db", "ping", "-c", "1", "-W", "2", web.ipv4()); err != nil {
 		return fmt.Errorf("db cannot reach web after network connect: %w", err)
+	}
+	// docker network inspect frontend: web and db's eth1
+	if out, err := d.berth("network", "inspect", "frontend"); err != nil || !strings.Contains(out, "2 live") {
+		return fmt.Errorf("berth network inspect frontend: want 2 live attachments: %v", err)
 	}
 	return nil
 }
@@ -178,6 +186,10 @@ func names(d *demo) error {
 	}
 	if strings.TrimSpace(out) != web.ipv4() {
 		return fmt.Errorf("web.dns.podman is %q, want %s", strings.TrimSpace(out), web.ipv4())
+	}
+	// podman network inspect: the attachments with their DNS names
+	if _, err := d.berth("network", "inspect", list.Name); err != nil {
+		return fmt.Errorf("berth network inspect %s: %w", list.Name, err)
 	}
 	return nil
 }

@@ -62,6 +62,10 @@ func IsNotFound(err error) bool {
 		errors.Is(err, unix.EADDRNOTAVAIL) || errors.Is(err, unix.ENOENT)
 }
 
+// BridgeAlias is the interface alias (ifalias) of the bridges berth
+// creates: their owner mark.
+const BridgeAlias = "berth"
+
 // EnsureBridge returns the bridge called name, creating it first if needed
 // with a fixed MAC.
 // Concurrent callers (many plugin processes at once) all get the same
@@ -90,8 +94,19 @@ func EnsureBridge(h *netlink.Handle, name string, mtu int, promisc bool) (*netli
 			attrs.Promisc = 1
 		}
 		br := &netlink.Bridge{LinkAttrs: attrs}
-		if err := h.LinkAdd(br); err != nil && !errors.Is(err, unix.EEXIST) {
+		err := h.LinkAdd(br)
+		if err != nil && !errors.Is(err, unix.EEXIST) {
 			return nil, fmt.Errorf("create bridge %s: %w", name, err)
+		}
+		if err == nil {
+			// The alias marks the bridge as berth's: `berth network
+			// prune` removes only bridges that carry it (and have no
+			// port), never one an admin or another plugin made. Only the
+			// creator sets it; the kernel ignores IFLA_IFALIAS in the
+			// RTM_NEWLINK that creates a link, hence a second message.
+			if err := h.LinkSetAlias(br, BridgeAlias); err != nil {
+				return nil, fmt.Errorf("mark bridge %s as berth's: %w", name, err)
+			}
 		}
 		if l, err = h.LinkByName(name); err != nil {
 			return nil, fmt.Errorf("look up bridge %s: %w", name, err)

@@ -74,6 +74,9 @@ func TestEnsureBridge(t *testing.T) {
 	if kb.Attrs().Flags&net.FlagUp == 0 || kb.Attrs().MTU != 1400 || kb.Attrs().Promisc == 0 {
 		t.Fatalf("bridge: flags %v mtu %d promisc %d; want up, 1400, on", kb.Attrs().Flags, kb.Attrs().MTU, kb.Attrs().Promisc)
 	}
+	if kb.Attrs().Alias != BridgeAlias {
+		t.Fatalf("bridge alias %q, want %q (berth's owner mark, set at creation)", kb.Attrs().Alias, BridgeAlias)
+	}
 	if mac[0]&1 != 0 || mac[0]&2 == 0 {
 		t.Fatalf("MAC %s: want unicast, locally administered", mac)
 	}

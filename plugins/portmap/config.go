@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"net"
+	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -23,12 +25,21 @@ type NetConf struct {
 	MarkMasqBit          *int      `json:"markMasqBit,omitempty"`
 	ExternalSetMarkChain *string   `json:"externalSetMarkChain,omitempty"`
 	Backend              string    `json:"backend,omitempty"`
-	RuntimeConfig        struct {
+	// HostPortRange is where a mapping with "hostPort": 0 (docker run -P)
+	// gets its port: "first-last", default Docker's 32768-60999.
+	HostPortRange string `json:"hostPortRange,omitempty"`
+	// DataDir holds the ports chosen for hostPort 0, one file per
+	// attachment, so CHECK finds the same and DEL releases them.
+	DataDir       string `json:"dataDir,omitempty"`
+	RuntimeConfig struct {
 		PortMaps []PortMapEntry `json:"portMappings,omitempty"`
 	} `json:"runtimeConfig,omitempty"`
 
-	// mappings are RuntimeConfig.PortMaps, validated.
+	// mappings are RuntimeConfig.PortMaps, validated; a dynamic one has
+	// HostPort 0 until a port is chosen or found (dynamic.go).
 	mappings []firewall.PortMapping
+	// portRange is HostPortRange parsed.
+	portRange [2]int
 }
 
 // PortMapEntry is one entry of runtimeConfig.portMappings (CONVENTIONS.md).
@@ -81,6 +92,15 @@ func loadConf(stdin []byte) (*NetConf, error) {
 	if conf.mappings, err = mappings(conf.RuntimeConfig.PortMaps); err != nil {
 		return nil, err
 	}
+	if conf.portRange, err = parsePortRange(conf.HostPortRange); err != nil {
+		return nil, err
+	}
+	if conf.DataDir == "" {
+		conf.DataDir = defaultDataDir
+	}
+	if !filepath.IsAbs(conf.DataDir) {
+		return nil, cni.InvalidField(plugin, "dataDir", fmt.Sprintf("%q", conf.DataDir), "must be an absolute path")
+	}
 	return conf, nil
 }
 
@@ -89,8 +109,9 @@ func mappings(entries []PortMapEntry) ([]firewall.PortMapping, error) {
 	out := make([]firewall.PortMapping, 0, len(entries))
 	for i, e := range entries {
 		field := fmt.Sprintf("runtimeConfig.portMappings[%d]", i)
-		if e.HostPort < 1 || e.HostPort > 65535 {
-			return nil, cni.InvalidField(plugin, field+".hostPort", e.HostPort, "must be between 1 and 65535")
+		// 0 asks for a port of hostPortRange (docker run -P).
+		if e.HostPort < 0 || e.HostPort > 65535 {
+			return nil, cni.InvalidField(plugin, field+".hostPort", e.HostPort, "must be between 0 (any free port) and 65535")
 		}
 		if e.ContainerPort < 1 || e.ContainerPort > 65535 {
 			return nil, cni.InvalidField(plugin, field+".containerPort", e.ContainerPort, "must be between 1 and 65535")
@@ -115,11 +136,42 @@ func mappings(entries []PortMapEntry) ([]firewall.PortMapping, error) {
 			}
 		}
 		key := fmt.Sprintf("%s/%d/%s", m.HostIP, m.HostPort, proto)
-		if j, dup := seen[key]; dup {
+		if j, dup := seen[key]; dup && m.HostPort != 0 {
 			return nil, cni.InvalidField(plugin, field, m, fmt.Sprintf("same host port as runtimeConfig.portMappings[%d]", j))
 		}
 		seen[key] = i
 		out = append(out, m)
 	}
 	return out, nil
+}
+
+// defaultDataDir is under /run: a chosen port lives as long as the
+// nftables elements that publish it, which do not survive a reboot.
+const defaultDataDir = "/run/cni/berth/portmap"
+
+// defaultPortRange is Docker's range for -P (and Linux's default
+// ip_local_port_range).
+var defaultPortRange = [2]int{32768, 60999}
+
+// parsePortRange parses hostPortRange "first-last".
+func parsePortRange(s string) ([2]int, error) {
+	if s == "" {
+		return defaultPortRange, nil
+	}
+	bad := func(why string) ([2]int, error) {
+		return [2]int{}, cni.InvalidField(plugin, "hostPortRange", fmt.Sprintf("%q", s), why)
+	}
+	a, b, ok := strings.Cut(s, "-")
+	if !ok {
+		return bad(`must be "first-last", e.g. "32768-60999"`)
+	}
+	first, err1 := strconv.Atoi(strings.TrimSpace(a))
+	last, err2 := strconv.Atoi(strings.TrimSpace(b))
+	if err1 != nil || err2 != nil {
+		return bad(`must be "first-last", e.g. "32768-60999"`)
+	}
+	if first < 1 || last > 65535 || first > last {
+		return bad("must be within 1-65535, first <= last")
+	}
+	return [2]int{first, last}, nil
 }

@@ -34,6 +34,12 @@ func TestParseConfig(t *testing.T) {
 		{"conditions with iptables", head + `,"backend":"iptables","conditionsV4":["-s","1.2.3.4"]}`, 0, "", 0},
 		{"bad name", `{"cniVersion":"1.0.0","name":"../x","type":"portmap"}`, cni.CodeInvalidConfig, "name", 0},
 		{"decode", head + `,"snat":"yes"}`, cni.CodeDecode, "snat", 0},
+		{"dynamic host ports", head + `,"runtimeConfig":{"portMappings":[{"hostPort":0,"containerPort":80},{"hostPort":0,"containerPort":81}]}}`, 0, "", 2},
+		{"negative host port", head + `,"runtimeConfig":{"portMappings":[{"hostPort":-1,"containerPort":80}]}}`, cni.CodeInvalidConfig, "hostPort -1", 0},
+		{"hostPortRange", head + `,"hostPortRange":"40000-40010"}`, 0, "", 0},
+		{"host port range reversed", head + `,"hostPortRange":"40010-40000"}`, cni.CodeInvalidConfig, `hostPortRange "40010-40000"`, 0},
+		{"host port range syntax", head + `,"hostPortRange":"40000"}`, cni.CodeInvalidConfig, `hostPortRange "40000"`, 0},
+		{"relative dataDir", head + `,"dataDir":"run/x"}`, cni.CodeInvalidConfig, `dataDir "run/x"`, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

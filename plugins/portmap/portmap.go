@@ -69,10 +69,49 @@ func cmdAdd(args *skel.CmdArgs) error {
 			return cni.Wrap(cni.CodeKernel, err, "%s: localhost access", plugin)
 		}
 	}
+	committed := false
+	if hasDynamic(maps) {
+		// hostPort 0: choose and record under the host's lock. The
+		// state file is the reservation every later choice skips, so
+		// the publish below needs no lock (a static mapping racing for
+		// the port is refused by the kernel, as between static ones).
+		path, err := statePath(conf, args)
+		if err != nil {
+			return err
+		}
+		unlock, err := lockPorts(conf.DataDir)
+		if err != nil {
+			return cni.Wrap(cni.CodeIOFailure, err, "%s: port lock", plugin)
+		}
+		locked := true
+		defer func() {
+			if locked {
+				unlock()
+			}
+		}()
+		st, err := readState(path)
+		if err != nil {
+			return cni.Wrap(cni.CodeIOFailure, err, "%s: chosen ports", plugin)
+		}
+		var nst *portState
+		if maps, nst, err = choose(conf, maps, st); err != nil {
+			return cni.Wrap(cni.CodeKernel, err, "%s: choosing host ports", plugin)
+		}
+		p.Mappings = maps
+		if err := writeState(path, nst); err != nil {
+			return cni.Wrap(cni.CodeIOFailure, err, "%s: recording chosen ports", plugin)
+		}
+		unlock()
+		locked = false
+		defer func() {
+			if !committed {
+				cni.Undone(plugin, "forgetting chosen ports", removeState(path))
+			}
+		}()
+	}
 	if err := pm.AddPorts(p); err != nil {
 		return cni.Wrap(cni.CodeKernel, err, "%s: publishing %s", plugin, firewall.MappingsString(maps))
 	}
-	committed := false
 	defer func() {
 		if !committed {
 			cni.Undone(plugin, "removing "+firewall.MappingsString(maps), pm.DelPorts(p))
@@ -125,8 +164,23 @@ func cmdDel(args *skel.CmdArgs) error {
 	// prevResult is optional on DEL: without it the entries are found by
 	// (container ID, ifname).
 	prev, _ := cni.PrevResult(plugin, &conf.NetConf)
+	path := ""
+	if hasDynamic(maps) {
+		// The chosen ports make the fast path possible; without the file
+		// (or with a bad key, which no ADD accepted) the tag finds them.
+		if path, err = statePath(conf, args); err == nil {
+			st, _ := readState(path)
+			maps, _ = resolve(maps, st)
+		}
+		maps = known(maps)
+	}
 	if err := pm.DelPorts(portMapOf(conf, args, maps, prev)); err != nil {
 		return cni.Wrap(cni.CodeKernel, err, "%s: removing port mappings", plugin)
+	}
+	if path != "" {
+		if err := removeState(path); err != nil {
+			return cni.Wrap(cni.CodeIOFailure, err, "%s: releasing chosen ports", plugin)
+		}
 	}
 	return nil
 }
@@ -148,6 +202,20 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return cni.Wrap(cni.CodeInvalidConfig, err, plugin)
 	}
+	if hasDynamic(maps) {
+		path, err := statePath(conf, args)
+		if err != nil {
+			return err
+		}
+		st, err := readState(path)
+		if err != nil {
+			return cni.Wrap(cni.CodeIOFailure, err, "%s: chosen ports", plugin)
+		}
+		var all bool
+		if maps, all = resolve(maps, st); !all {
+			return cni.Errorf(cni.CodeKernel, "%s: no host port recorded for a hostPort 0 mapping (%s)", plugin, path)
+		}
+	}
 	if err := pm.CheckPorts(portMapOf(conf, args, maps, prev)); err != nil {
 		return cni.Wrap(cni.CodeKernel, err, plugin)
 	}
@@ -163,8 +231,12 @@ func cmdGC(args *skel.CmdArgs) error {
 	if err != nil {
 		return cni.Wrap(cni.CodeInvalidConfig, err, plugin)
 	}
-	if err := pm.GCPorts(conf.Name, cni.ValidSet(conf.ValidAttachments)); err != nil {
+	valid := cni.ValidSet(conf.ValidAttachments)
+	if err := pm.GCPorts(conf.Name, valid); err != nil {
 		return cni.Wrap(cni.CodeKernel, err, "%s: GC", plugin)
+	}
+	if err := gcState(conf, valid); err != nil {
+		return cni.Wrap(cni.CodeIOFailure, err, "%s: GC of chosen ports", plugin)
 	}
 	return nil
 }

@@ -47,7 +47,11 @@ func OpenConfig(cfg *registry.Config) (*Etcd, error) {
 	if dialTimeout == 0 {
 		dialTimeout = 5 * time.Second
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: dialTimeout, Logger: zap.NewNop()})
+	tlsConf, err := clientTLS(cfg.TLS)
+	if err != nil {
+		return nil, fmt.Errorf("registry: etcd tls: %w", err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: dialTimeout, TLS: tlsConf, Logger: zap.NewNop()})
 	if err != nil {
 		return nil, fmt.Errorf("registry: etcd %v: %w", cfg.Endpoints, err)
 	}

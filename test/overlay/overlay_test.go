@@ -1,0 +1,104 @@
+package overlay_test
+
+import (
+	"bufio"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/berthnet/berth/internal/nstest"
+)
+
+// tcpPeer connects from a to b's port over TCP and returns the source
+// address b's server saw.
+func tcpPeer(t *testing.T, a, b *nstest.Container) string {
+	t.Helper()
+	bip := b.IP(t, "4")
+	var l net.Listener
+	if err := b.NS.Do(func(ns.NetNS) error {
+		var err error
+		l, err = net.Listen("tcp", net.JoinHostPort(bip, "0"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	seen := make(chan string, 1)
+	go func() {
+		conn, err := l.Accept()
+		if err != nil {
+			seen <- "accept: " + err.Error()
+			return
+		}
+		defer conn.Close()
+		host, _, _ := net.SplitHostPort(conn.RemoteAddr().String())
+		_, _ = conn.Write([]byte(host + "\n"))
+		seen <- host
+	}()
+	var reply string
+	if err := a.NS.Do(func(ns.NetNS) error {
+		conn, err := net.DialTimeout("tcp", l.Addr().String(), 3*time.Second)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+		reply, err = bufio.NewReader(conn).ReadString('\n')
+		return err
+	}); err != nil {
+		t.Fatalf("TCP from %s to %s: %v", a.IP(t, "4"), l.Addr(), err)
+	}
+	if got := <-seen; got != strings.TrimSpace(reply) {
+		t.Fatalf("server saw %q, client was told %q", got, reply)
+	}
+	return strings.TrimSpace(reply)
+}
+
+// TestCrossHost: containers on two hosts talk (ping, TCP) with their own
+// source addresses, and a packet of the full container MTU crosses with DF
+// set; the MTU is the underlay's minus 50.
+func TestCrossHost(t *testing.T) {
+	c := newCluster(t)
+	c.startEtcd()
+	h1, h2 := c.addHost(), c.addHost()
+	raw := c.conf("ovl", 42, "10.96.0.0/16")
+	a := h1.Run(h1.list(raw), "alpha")
+	b := h2.Run(h2.list(raw), "bravo")
+	if subnetOf(a.IP(t, "4")) == subnetOf(b.IP(t, "4")) {
+		t.Fatalf("both hosts got subnet %s", subnetOf(a.IP(t, "4")))
+	}
+	nstest.Ping(t, a.NS, b.IP(t, "4"))
+	nstest.Ping(t, b.NS, a.IP(t, "4"))
+	if got := tcpPeer(t, a, b); got != a.IP(t, "4") {
+		t.Fatalf("source address seen on host 2: %s, want %s (no NAT inside the overlay)", got, a.IP(t, "4"))
+	}
+	if got := tcpPeer(t, b, a); got != b.IP(t, "4") {
+		t.Fatalf("source address seen on host 1: %s, want %s", got, b.IP(t, "4"))
+	}
+	mtu := a.NS.MustExec(t, "cat", "/sys/class/net/eth0/mtu")
+	if strings.TrimSpace(mtu) != "1450" {
+		t.Fatalf("container MTU %s, want 1450 (underlay 1500 - 50)", mtu)
+	}
+	if out, err := a.NS.Exec("ping", "-c", "1", "-W", "2", "-M", "do", "-s", strconv.Itoa(1450-28), b.IP(t, "4")); err != nil {
+		t.Fatalf("full-MTU ping with DF: %v\n%s", err, out)
+	}
+	if _, err := a.NS.Exec("ping", "-c", "1", "-W", "1", "-M", "do", "-s", strconv.Itoa(1450-27), b.IP(t, "4")); err == nil {
+		t.Fatal("a ping one byte over the MTU with DF went through")
+	}
+	// Per host, not per container: one route, neighbour and FDB entry for
+	// the one remote host whatever the number of containers.
+	h1.Run(h1.list(raw), "alpha2")
+	h2.Run(h2.list(raw), "bravo2")
+	routes := h1.Host.MustExec(t, "ip", "route", "show", "dev", "berthvx42")
+	if n := strings.Count(strings.TrimSpace(routes), "\n") + 1; n != 1 || !strings.Contains(routes, subnetOf(b.IP(t, "4"))+" via") {
+		t.Fatalf("routes on berthvx42 of host 1:\n%s\nwant exactly one, to %s", routes, subnetOf(b.IP(t, "4")))
+	}
+	fdb := h1.Host.MustExec(t, "bridge", "fdb", "show", "dev", "berthvx42")
+	if !strings.Contains(fdb, "dst "+h2.addr) {
+		t.Fatalf("fdb of host 1 has no entry toward %s:\n%s", h2.addr, fdb)
+	}
+}

@@ -39,9 +39,9 @@ func cmdCheck(args *skel.CmdArgs) error {
 	} else if _, ok := l.(*netlink.Vxlan); !ok {
 		return fail("%s is a %s, not a vxlan", conf.device(), l.Type())
 	}
-	br, err := netlink.LinkByName(conf.Bridge)
+	br, err := netlink.LinkByName(conf.bridge())
 	if err != nil {
-		return fail("bridge %s: %v", conf.Bridge, err)
+		return fail("bridge %s: %v", conf.bridge(), err)
 	}
 	cont, err := link.OpenNS(args.Netns)
 	if err != nil {
@@ -67,7 +67,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	}
 	hv, err := netlink.LinkByIndex(cl.Attrs().ParentIndex)
 	if err != nil || hv.Attrs().MasterIndex != br.Attrs().Index {
-		return fail("host end of %s is not attached to %s", args.IfName, conf.Bridge)
+		return fail("host end of %s is not attached to %s", args.IfName, conf.bridge())
 	}
 	if conf.IPMasq {
 		fw, err := firewall.NewMasquerader(conf.IPMasqBackend)

@@ -11,7 +11,6 @@ import (
 
 	"github.com/berthnet/berth/pkg/cni"
 	"github.com/berthnet/berth/pkg/firewall"
-	"github.com/berthnet/berth/pkg/link"
 	"github.com/berthnet/berth/pkg/overlay"
 )
 
@@ -57,8 +56,6 @@ type NetConf struct {
 	// LeaseTTL is the etcd lease's TTL in seconds (default 60): how long a
 	// dead host's subnet stays reserved.
 	LeaseTTL int64 `json:"leaseTTL"`
-	// Bridge names the host's bridge; default berthbr<vni>.
-	Bridge string `json:"bridge"`
 
 	subnet netip.Prefix
 }
@@ -126,20 +123,28 @@ func (c *NetConf) validate() error {
 	if c.LeaseTTL < 5 {
 		return cni.InvalidField(plugin, "leaseTTL", c.LeaseTTL, "must be at least 5 seconds")
 	}
-	if c.Bridge == "" {
-		c.Bridge = "berthbr" + strconv.Itoa(c.VNI)
-	}
-	if err := link.ValidName(c.Bridge); err != nil {
-		return cni.InvalidField(plugin, "bridge", fmt.Sprintf("%q", c.Bridge), err.Error())
-	}
 	if err := cni.SafeName("network name", c.Name); err != nil {
 		return cni.InvalidField(plugin, "name", fmt.Sprintf("%q", c.Name), err.Error())
 	}
 	return nil
 }
 
-// device is the VXLAN device's name: the VNI is the overlay's identity.
-func (c *NetConf) device() string { return "berthvx" + strconv.Itoa(c.VNI) }
+// Device names: the VNI is the overlay's identity on every host. The
+// shared prefixes are what the isolation between overlays matches.
+const (
+	devicePrefix = "berthvx"
+	bridgePrefix = "berthbr"
+)
+
+// device is the VXLAN device.
+func (c *NetConf) device() string { return devicePrefix + strconv.Itoa(c.VNI) }
+
+// bridge is the host's bridge of the overlay.
+func (c *NetConf) bridge() string { return bridgePrefix + strconv.Itoa(c.VNI) }
+
+func (c *NetConf) names() firewall.OverlayNames {
+	return firewall.OverlayNames{Bridge: c.bridge(), Device: c.device(), BridgePrefix: bridgePrefix, DevicePrefix: devicePrefix}
+}
 
 // network is what the daemon is told about this network.
 func (c *NetConf) network() *overlay.Network {

@@ -88,13 +88,16 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	br, err := link.EnsureBridge(host, conf.Bridge, mtu, false)
+	br, err := link.EnsureBridge(host, conf.bridge(), mtu, false)
 	if err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
 	}
 	gw := overlay.IPNet(netip.PrefixFrom(overlay.Gateway(lease.Subnet), lease.Subnet.Bits()))
 	if err := link.EnsureGatewayAddr(host, br, gw, true); err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
+	}
+	if err := isolate(conf); err != nil {
+		return err
 	}
 	if err := link.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
@@ -176,6 +179,21 @@ func cmdAdd(args *skel.CmdArgs) error {
 	}
 	committed = true
 	return cni.Print(result, conf.CNIVersion)
+}
+
+// isolate keeps other overlays of this host away from this one's bridge
+// and VXLAN device; under the overlay's lease lock, so that concurrent
+// first ADDs install its rules once.
+func isolate(c *NetConf) error {
+	unlock, err := overlay.LockLease(c.leaseFile())
+	if err != nil {
+		return cni.Errorf(cni.CodeIOFailure, "%s: lease lock: %v", plugin, err)
+	}
+	defer unlock()
+	if err := firewall.IsolateOverlay(c.names()); err != nil {
+		return cni.Errorf(cni.CodeKernel, "%s: isolation: %v", plugin, err)
+	}
+	return nil
 }
 
 // masqFor masquerades what leaves the overlay only: the container's

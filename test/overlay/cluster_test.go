@@ -63,7 +63,13 @@ func (c *cluster) addHost() *host {
 	// Runs after the containers' DELs (registered later, run earlier):
 	// a daemon still running then (the test killed etcd, say, or left a
 	// container) must not outlive the test.
-	c.t.Cleanup(func() { h.killDaemon(c.t) })
+	c.t.Cleanup(func() {
+		if c.t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(h.DataDir, "vxlan-overlay", "berth-overlayd.log"))
+			c.t.Logf("host %d's daemon log:\n%s", n, b)
+		}
+		h.killDaemon(c.t)
+	})
 	c.hosts = append(c.hosts, h)
 	return h
 }

@@ -1,0 +1,159 @@
+package overlay_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berthnet/berth/internal/nstest"
+)
+
+// TestVNIIsolation: two overlays on the same hosts do not reach each
+// other; each still works.
+func TestVNIIsolation(t *testing.T) {
+	c := newCluster(t)
+	c.startEtcd()
+	h1, h2 := c.addHost(), c.addHost()
+	red, blue := c.conf("red", 42, "10.96.0.0/16"), c.conf("blue", 43, "10.97.0.0/16")
+	a := h1.Run(h1.list(red), "red1")
+	b := h2.Run(h2.list(red), "red2")
+	x := h1.Run(h1.list(blue), "blue1")
+	y := h2.Run(h2.list(blue), "blue2")
+	nstest.Ping(t, a.NS, b.IP(t, "4"))
+	nstest.Ping(t, x.NS, y.IP(t, "4"))
+	nstest.NoPing(t, a.NS, y.IP(t, "4"))
+	nstest.NoPing(t, x.NS, b.IP(t, "4"))
+	// Nor on one host, bridge to bridge.
+	nstest.NoPing(t, a.NS, x.IP(t, "4"))
+	// Neither VXLAN device knows the other overlay's hosts.
+	if r := h1.Host.MustExec(t, "ip", "route", "show", "dev", "berthvx42"); strings.Contains(r, "10.97.") {
+		t.Fatalf("vni 42 routes the other overlay's subnet:\n%s", r)
+	}
+}
+
+// TestLateJoiner: a host that joins after containers exist elsewhere is
+// reachable from them within 2 s of its first ADD, with no ADD on the old
+// host; the route appears on an event, waited for, not polled.
+func TestLateJoiner(t *testing.T) {
+	c := newCluster(t)
+	c.startEtcd()
+	h1 := c.addHost()
+	raw := c.conf("ovl", 42, "10.96.0.0/16")
+	a := h1.Run(h1.list(raw), "alpha")
+	h2 := c.addHost()
+	start := time.Now()
+	b := h2.Run(h2.list(raw), "bravo")
+	took := h1.waitRoute(t, "berthvx42", subnetOf(b.IP(t, "4")), true, 2*time.Second, start)
+	t.Logf("late joiner's subnet routed on the old host %v after its ADD began", took)
+	nstest.Ping(t, a.NS, b.IP(t, "4"))
+	nstest.Ping(t, b.NS, a.IP(t, "4"))
+}
+
+// TestEtcdDown: with etcd stopped, traffic goes on, an ADD on a host that
+// holds its lease works, an ADD that needs etcd fails with code 11 naming
+// the endpoint, DEL works; when etcd is back, the host that failed joins
+// and everything reconciles without restarting anything.
+func TestEtcdDown(t *testing.T) {
+	c := newCluster(t)
+	e := c.startEtcd()
+	h1, h2 := c.addHost(), c.addHost()
+	raw := c.conf("ovl", 42, "10.96.0.0/16")
+	a := h1.Run(h1.list(raw), "alpha")
+	b := h2.Run(h2.list(raw), "bravo")
+	pid1 := h1.daemonPID()
+	e.stop(t)
+
+	nstest.Ping(t, a.NS, b.IP(t, "4"))
+	a2 := h1.Run(h1.list(raw), "alpha2")
+	nstest.Ping(t, a2.NS, b.IP(t, "4"))
+	nstest.Ping(t, b.NS, a2.IP(t, "4"))
+	if err := h1.RT.Del(context.Background(), h1.list(raw), a2.RC); err != nil {
+		t.Fatalf("DEL with etcd down: %v", err)
+	}
+	h3 := c.addHost()
+	_, err := h3.tryRun(h3.list(raw), "charlie")
+	if cniCode(err) != 11 || !strings.Contains(err.Error(), e.url) {
+		t.Fatalf("ADD needing etcd while it is down: %v; want code 11 naming %s", err, e.url)
+	}
+	// Give the keep-alives time to fail (the daemon must not tear
+	// anything down meanwhile); traffic still flows.
+	time.Sleep(2 * time.Second)
+	nstest.Ping(t, a.NS, b.IP(t, "4"))
+
+	e.start(t)
+	start := time.Now()
+	ch := h3.Run(h3.list(raw), "charlie")
+	h1.waitRoute(t, "berthvx42", subnetOf(ch.IP(t, "4")), true, 5*time.Second, start)
+	nstest.Ping(t, a.NS, ch.IP(t, "4"))
+	nstest.Ping(t, ch.NS, b.IP(t, "4"))
+	if h1.daemonPID() != pid1 {
+		t.Fatalf("host 1's daemon changed (%d -> %d): it must ride out etcd's absence", pid1, h1.daemonPID())
+	}
+}
+
+// TestDaemonKilled: SIGKILL of a host's daemon leaves traffic alone; the
+// next ADD starts a new one, which follows etcd again (a later host is
+// routed) and keeps the host's subnet.
+func TestDaemonKilled(t *testing.T) {
+	c := newCluster(t)
+	c.startEtcd()
+	h1, h2 := c.addHost(), c.addHost()
+	raw := c.conf("ovl", 42, "10.96.0.0/16")
+	a := h1.Run(h1.list(raw), "alpha")
+	b := h2.Run(h2.list(raw), "bravo")
+	old := h1.daemonPID()
+	h1.killDaemon(t)
+	nstest.Ping(t, a.NS, b.IP(t, "4"))
+	a2 := h1.Run(h1.list(raw), "alpha2")
+	if pid := h1.daemonPID(); pid == 0 || pid == old {
+		t.Fatalf("daemon after the next ADD: pid %d (killed: %d)", pid, old)
+	}
+	if subnetOf(a2.IP(t, "4")) != subnetOf(a.IP(t, "4")) {
+		t.Fatalf("host 1 changed subnet across a daemon restart: %s then %s", a.IP(t, "4"), a2.IP(t, "4"))
+	}
+	h3 := c.addHost()
+	start := time.Now()
+	ch := h3.Run(h3.list(raw), "charlie")
+	h1.waitRoute(t, "berthvx42", subnetOf(ch.IP(t, "4")), true, 2*time.Second, start)
+	nstest.Ping(t, a.NS, ch.IP(t, "4"))
+}
+
+// TestVTEPChange: a host whose VXLAN device is made anew (a reboot: new
+// MAC) is reached again at once: the old hosts replace its neighbour and
+// FDB entries, without an ADD there.
+func TestVTEPChange(t *testing.T) {
+	c := newCluster(t)
+	c.startEtcd()
+	h1, h2 := c.addHost(), c.addHost()
+	raw := c.conf("ovl", 42, "10.96.0.0/16")
+	a := h1.Run(h1.list(raw), "alpha")
+	b := h2.Run(h2.list(raw), "bravo")
+	nstest.Ping(t, a.NS, b.IP(t, "4"))
+	oldMAC := strings.TrimSpace(h2.Host.MustExec(t, "cat", "/sys/class/net/berthvx42/address"))
+
+	// "Reboot" host 2: its daemon and VXLAN device go.
+	h2.killDaemon(t)
+	h2.Host.MustExec(t, "ip", "link", "del", "berthvx42")
+	b2 := h2.Run(h2.list(raw), "bravo2")
+	newMAC := strings.TrimSpace(h2.Host.MustExec(t, "cat", "/sys/class/net/berthvx42/address"))
+	if newMAC == oldMAC {
+		t.Skip("the kernel gave the new device the same MAC")
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		fdb := h1.Host.MustExec(t, "bridge", "fdb", "show", "dev", "berthvx42")
+		if strings.Contains(fdb, newMAC) && !strings.Contains(fdb, oldMAC) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("host 1's fdb after host 2's VTEP changed %s -> %s:\n%s", oldMAC, newMAC, fdb)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := h1.Host.MustExec(t, "ip", "neigh", "show", "dev", "berthvx42"); !strings.Contains(n, newMAC) {
+		t.Fatalf("host 1's neighbour entries still point at the old VTEP:\n%s", n)
+	}
+	nstest.Ping(t, a.NS, b2.IP(t, "4"))
+	nstest.Ping(t, a.NS, b.IP(t, "4"))
+}

@@ -458,4 +458,3 @@ func (d *daemon) program(n *Network, peers map[netip.Prefix]Record) {
 		d.log.Printf("%s: %v", n.Name, err)
 	}
 }
-

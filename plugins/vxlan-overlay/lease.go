@@ -129,4 +129,3 @@ func ensureLease(c *NetConf, vtep *netlink.Vxlan, ul net.IP) (*overlay.Lease, er
 
 // underlayMTU is the MTU containers get by default.
 func underlayMTU(l netlink.Link) int { return l.Attrs().MTU - vxlanOverhead }
-

@@ -157,3 +157,58 @@ func TestVTEPChange(t *testing.T) {
 	nstest.Ping(t, a.NS, b2.IP(t, "4"))
 	nstest.Ping(t, a.NS, b.IP(t, "4"))
 }
+
+// TestLeaseExpiry: a host that dies (its daemon stops renewing) loses its
+// subnet when the lease's TTL runs out: the other hosts drop its route,
+// neighbour and FDB entry, and a new host reclaims the subnet and is
+// reached with its own VTEP.
+func TestLeaseExpiry(t *testing.T) {
+	c := newCluster(t)
+	c.startEtcd()
+	ttl := func(p map[string]any) { p["leaseTTL"] = 5 }
+	raw := c.conf("ovl", 42, "10.96.0.0/16", ttl)
+	h1, h2 := c.addHost(), c.addHost()
+	a := h1.Run(h1.list(raw), "alpha")
+	b := h2.Run(h2.list(raw), "bravo")
+	nstest.Ping(t, a.NS, b.IP(t, "4"))
+	dead := subnetOf(b.IP(t, "4"))
+	deadMAC := strings.TrimSpace(h2.Host.MustExec(t, "cat", "/sys/class/net/berthvx42/address"))
+	// Host 2 dies: no more renewals, no more traffic from it.
+	h2.killDaemon(t)
+	h2.Host.MustExec(t, "ip", "link", "set", "ul0", "down")
+	took := h1.waitRoute(t, "berthvx42", dead, false, 15*time.Second, time.Now())
+	t.Logf("dead host's route gone %v after it died (lease TTL 5 s)", took)
+	if fdb := h1.Host.MustExec(t, "bridge", "fdb", "show", "dev", "berthvx42"); strings.Contains(fdb, deadMAC) {
+		t.Fatalf("the dead host's FDB entry stayed:\n%s", fdb)
+	}
+	if n := h1.Host.MustExec(t, "ip", "neigh", "show", "dev", "berthvx42"); strings.Contains(n, deadMAC) {
+		t.Fatalf("the dead host's neighbour entry stayed:\n%s", n)
+	}
+	h3 := c.addHost()
+	ch := h3.Run(h3.list(raw), "charlie")
+	if got := subnetOf(ch.IP(t, "4")); got != dead {
+		t.Fatalf("new host got %s; want the expired %s back", got, dead)
+	}
+	nstest.Ping(t, a.NS, ch.IP(t, "4"))
+}
+
+// TestLocalStore: overlay-local.conflist, one host, no etcd and no daemon:
+// containers on the host's subnet reach each other and the gateway.
+func TestLocalStore(t *testing.T) {
+	c := newCluster(t)
+	h := c.addHost()
+	list := h.Conflist(nstest.Example(t, "overlay-local.conflist"), nstest.SetField(0, "underlay", "ul0"))
+	a := h.Run(list, "alpha")
+	b := h.Run(list, "bravo")
+	nstest.Ping(t, a.NS, b.IP(t, "4"))
+	nstest.Ping(t, a.NS, a.Res.IPs[0].Gateway.String())
+	if pid := h.daemonPID(); pid != 0 {
+		t.Fatalf("a daemon (pid %d) runs for the local store", pid)
+	}
+	if err := h.RT.Check(context.Background(), list, a.RC); err != nil {
+		t.Fatalf("CHECK: %v", err)
+	}
+	if err := h.RT.Status(context.Background(), list); err != nil {
+		t.Fatalf("STATUS: %v", err)
+	}
+}

@@ -69,13 +69,19 @@ func (c *cluster) addHost() *host {
 			c.t.Logf("host %d's daemon log:\n%s", n, b)
 		}
 		h.killDaemon(c.t)
+		// A DNS sidecar left by a failed test (dnsname's own DELs stop it).
+		killPID(c.t, readPID(filepath.Join(h.DataDir, "dnsname", "sidecar.pid")))
 	})
 	c.hosts = append(c.hosts, h)
 	return h
 }
 
 func (h *host) daemonPID() int {
-	b, err := os.ReadFile(filepath.Join(h.DataDir, "vxlan-overlay", "overlayd", "berth-overlayd.pid"))
+	return readPID(filepath.Join(h.DataDir, "vxlan-overlay", "overlayd", "berth-overlayd.pid"))
+}
+
+func readPID(path string) int {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0
 	}
@@ -84,8 +90,9 @@ func (h *host) daemonPID() int {
 }
 
 // killDaemon SIGKILLs the host's daemon, if one runs, and waits for it.
-func (h *host) killDaemon(t testing.TB) {
-	pid := h.daemonPID()
+func (h *host) killDaemon(t testing.TB) { killPID(t, h.daemonPID()) }
+
+func killPID(t testing.TB, pid int) {
 	if pid == 0 {
 		return
 	}

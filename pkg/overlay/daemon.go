@@ -370,11 +370,8 @@ func (d *daemon) saveLeaseID(n *Network, id int64) error {
 func (d *daemon) follow(ctx context.Context, n *Network, cli *clientv3.Client, synced chan struct{}, resync <-chan struct{}) {
 	var once sync.Once
 	failing := false
-	hostID := ""
 	for ctx.Err() == nil {
-		if l, err := ReadLease(n.LeaseFile); err == nil && l != nil {
-			hostID = l.HostID
-		}
+		self, _ := ReadLease(n.LeaseFile)
 		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		resp, err := cli.Get(sctx, n.keyPrefix(), clientv3.WithPrefix())
 		cancel()
@@ -391,7 +388,7 @@ func (d *daemon) follow(ctx context.Context, n *Network, cli *clientv3.Client, s
 		failing = false
 		peers := map[netip.Prefix]Record{}
 		for _, kv := range resp.Kvs {
-			d.put(n, peers, hostID, kv.Key, kv.Value)
+			d.put(n, peers, self, kv.Key, kv.Value)
 		}
 		d.program(n, peers)
 		once.Do(func() { close(synced) })
@@ -413,7 +410,7 @@ func (d *daemon) follow(ctx context.Context, n *Network, cli *clientv3.Client, s
 				}
 				for _, ev := range resp.Events {
 					if ev.Type == clientv3.EventTypePut {
-						d.put(n, peers, hostID, ev.Kv.Key, ev.Kv.Value)
+						d.put(n, peers, self, ev.Kv.Key, ev.Kv.Value)
 					} else if p, ok := n.subnetOfKey(string(ev.Kv.Key)); ok {
 						d.log.Printf("%s: host subnet %s released", n.Name, p)
 						delete(peers, p)
@@ -432,8 +429,10 @@ func (d *daemon) follow(ctx context.Context, n *Network, cli *clientv3.Client, s
 	}
 }
 
-// put records one lease in peers unless it is this host's.
-func (d *daemon) put(n *Network, peers map[netip.Prefix]Record, hostID string, key, val []byte) {
+// put records one lease in peers unless it is this host's (or this
+// host's subnet, held by another: a conflict the next claim resolves; a
+// route through the tunnel would take the local bridge's place).
+func (d *daemon) put(n *Network, peers map[netip.Prefix]Record, self *Lease, key, val []byte) {
 	p, ok := n.subnetOfKey(string(key))
 	if !ok {
 		return
@@ -443,7 +442,10 @@ func (d *daemon) put(n *Network, peers map[netip.Prefix]Record, hostID string, k
 		d.log.Printf("%s: %s: %v", n.Name, key, err)
 		return
 	}
-	if r.HostID == hostID {
+	if self != nil && (r.HostID == self.HostID || p == self.Subnet) {
+		if r.HostID != self.HostID {
+			d.log.Printf("%s: host %s holds this host's subnet %s: not routed through the tunnel", n.Name, r.HostID, p)
+		}
 		delete(peers, p)
 		return
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
 
 	"github.com/berthnet/berth/pkg/cni"
@@ -85,7 +86,23 @@ func ensureLease(c *NetConf, vtep *netlink.Vxlan, ul net.IP) (*overlay.Lease, er
 	}
 	ula, _ := netip.AddrFromSlice(ul.To4())
 	rec := overlay.Record{HostID: hostID, Underlay: ula, VTEPMAC: vtep.HardwareAddr.String()}
-	if prev != nil && prev.HostID == hostID && c.subnet.Contains(prev.Subnet.Addr()) && prev.Subnet.Bits() == c.HostSubnetLen {
+	held := prev != nil && prev.HostID == hostID && c.subnet.Contains(prev.Subnet.Addr()) && prev.Subnet.Bits() == c.HostSubnetLen
+	if held && c.Store.Type == overlay.StoreEtcd && idle(c) {
+		// No container of this overlay here: the lease may have run out
+		// (the host was down or idle past the TTL) and another host may
+		// hold the subnet now. Claim again, preferring it; an etcd that
+		// does not answer leaves the local lease in force.
+		ctx, cancel := context.WithTimeout(context.Background(), reclaimTimeout)
+		l, err := claimEtcd(ctx, c, n, rec, prev.Subnet)
+		cancel()
+		if err == nil {
+			if err := overlay.WriteLease(n.LeaseFile, l); err != nil {
+				return nil, cni.Errorf(cni.CodeIOFailure, "%s: lease: %v", plugin, err)
+			}
+			return l, nil
+		}
+	}
+	if held {
 		if prev.Record != rec {
 			// The VTEP changed (the device was made anew, the underlay
 			// moved): the daemon publishes it; the file follows.
@@ -105,15 +122,14 @@ func ensureLease(c *NetConf, vtep *netlink.Vxlan, ul net.IP) (*overlay.Lease, er
 	case overlay.StoreLocal:
 		l = overlay.ClaimLocal(n, prev, rec)
 	case overlay.StoreEtcd:
-		store, err := etcdstore.OpenConfig(&registry.Config{Backend: registry.BackendEtcd, Endpoints: c.Store.Endpoints, TLS: c.Store.TLS, DialTimeout: claimTimeout})
-		if err != nil {
-			return nil, cni.InvalidField(plugin, "store", strings.Join(c.Store.Endpoints, ","), err.Error())
-		}
-		defer store.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
 		defer cancel()
-		l, err = overlay.Claim(ctx, store.Client(), n, rec, prefer)
+		l, err = claimEtcd(ctx, c, n, rec, prefer)
 		if err != nil {
+			var ce *types.Error
+			if errors.As(err, &ce) {
+				return nil, ce
+			}
 			if errors.Is(err, overlay.ErrFull) {
 				return nil, cni.Errorf(cni.CodeAddressExhausted, "%s: claiming a subnet of %s in etcd at %s: %v", plugin, c.subnet, strings.Join(c.Store.Endpoints, ","), err)
 			}
@@ -125,6 +141,26 @@ func ensureLease(c *NetConf, vtep *netlink.Vxlan, ul net.IP) (*overlay.Lease, er
 		return nil, cni.Errorf(cni.CodeIOFailure, "%s: lease: %v", plugin, err)
 	}
 	return l, nil
+}
+
+// reclaimTimeout bounds the claim of an idle host that holds a lease: a
+// short wait, then the local lease is used.
+const reclaimTimeout = 2 * time.Second
+
+// idle: no attachment of c's network is recorded on this host.
+func idle(c *NetConf) bool {
+	keys, err := overlay.Attachments(c.DataDir, c.Name)
+	return err == nil && len(keys) == 0
+}
+
+// claimEtcd claims a subnet in the etcd of c's store.
+func claimEtcd(ctx context.Context, c *NetConf, n *overlay.Network, rec overlay.Record, prefer netip.Prefix) (*overlay.Lease, error) {
+	store, err := etcdstore.OpenConfig(&registry.Config{Backend: registry.BackendEtcd, Endpoints: c.Store.Endpoints, TLS: c.Store.TLS, DialTimeout: claimTimeout})
+	if err != nil {
+		return nil, cni.InvalidField(plugin, "store", strings.Join(c.Store.Endpoints, ","), err.Error())
+	}
+	defer store.Close()
+	return overlay.Claim(ctx, store.Client(), n, rec, prefer)
 }
 
 // underlayMTU is the MTU containers get by default.

@@ -96,6 +96,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := link.EnsureGatewayAddr(host, br, gw, true); err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
 	}
+	if err := dropOldGateways(host, br, conf, gw); err != nil {
+		return err
+	}
 	if err := isolate(conf); err != nil {
 		return err
 	}
@@ -179,6 +182,28 @@ func cmdAdd(args *skel.CmdArgs) error {
 	}
 	committed = true
 	return cni.Print(result, conf.CNIVersion)
+}
+
+// dropOldGateways removes the bridge's addresses in the overlay other than
+// gw: the gateway of a subnet this host held before (its lease ran out and
+// another host has it now), whose connected route would shadow the route
+// to that host.
+func dropOldGateways(h *netlink.Handle, br netlink.Link, c *NetConf, gw *net.IPNet) error {
+	addrs, err := h.AddrList(br, netlink.FAMILY_V4)
+	if err != nil {
+		return cni.Errorf(cni.CodeKernel, "%s: addresses of %s: %v", plugin, br.Attrs().Name, err)
+	}
+	overlayNet := overlay.IPNet(c.subnet)
+	for i := range addrs {
+		a := &addrs[i]
+		if a.IP.Equal(gw.IP) || !overlayNet.Contains(a.IP) {
+			continue
+		}
+		if err := h.AddrDel(br, a); err != nil && !link.IsNotFound(err) {
+			return cni.Errorf(cni.CodeKernel, "%s: removing old gateway %s from %s: %v", plugin, a.IPNet, br.Attrs().Name, err)
+		}
+	}
+	return nil
 }
 
 // isolate keeps other overlays of this host away from this one's bridge

@@ -190,6 +190,25 @@ func TestLeaseExpiry(t *testing.T) {
 		t.Fatalf("new host got %s; want the expired %s back", got, dead)
 	}
 	nstest.Ping(t, a.NS, ch.IP(t, "4"))
+
+	// Host 2 comes back (its containers gone, as after a reboot): its
+	// lease file names a subnet host 3 holds now, so its next ADD claims
+	// again and gets another one; everyone reaches everyone.
+	if err := h2.RT.Del(context.Background(), h2.list(raw), b.RC); err != nil {
+		t.Fatalf("DEL on the dead host: %v", err)
+	}
+	h2.Host.MustExec(t, "ip", "link", "set", "ul0", "up")
+	b2 := h2.Run(h2.list(raw), "bravo2")
+	if got := subnetOf(b2.IP(t, "4")); got == dead || got == subnetOf(a.IP(t, "4")) {
+		t.Fatalf("returning host got %s, held by another host", got)
+	}
+	start := time.Now()
+	h1.waitRoute(t, "berthvx42", subnetOf(b2.IP(t, "4")), true, 2*time.Second, start)
+	nstest.Ping(t, a.NS, b2.IP(t, "4"))
+	nstest.Ping(t, b2.NS, ch.IP(t, "4"))
+	if addrs := h2.Host.MustExec(t, "ip", "-4", "-o", "addr", "show", "dev", "berthbr42"); strings.Contains(addrs, strings.TrimSuffix(dead, "0/24")+"1/") {
+		t.Fatalf("the returning host kept its old gateway:\n%s", addrs)
+	}
 }
 
 // TestLocalStore: overlay-local.conflist, one host, no etcd and no daemon:

@@ -64,16 +64,39 @@ func underlay(h *netlink.Handle, c *NetConf) (netlink.Link, net.IP, error) {
 	return nil, nil, cni.InvalidField(plugin, "underlay", `""`, "no default route to take the underlay from: set underlay to an interface or address")
 }
 
-// ensureLease returns this host's subnet of the overlay. A host that holds
-// one (its lease file) uses it without asking etcd; otherwise it claims
-// one, and an etcd that cannot be reached is code 11 naming the endpoints.
-func ensureLease(c *NetConf, vtep *netlink.Vxlan, ul net.IP) (*overlay.Lease, error) {
-	n := c.network()
-	unlock, err := overlay.LockLease(n.LeaseFile)
+// ensureVTEP makes the VXLAN device and returns it with this host's
+// subnet of the overlay (ensureLease), under the overlay's lease lock: a
+// device this call made goes again when the lease cannot be had, so that
+// a failed first ADD leaves nothing behind.
+func ensureVTEP(h *netlink.Handle, c *NetConf, v link.Vxlan) (*netlink.Vxlan, *overlay.Lease, error) {
+	unlock, err := overlay.LockLease(c.leaseFile())
 	if err != nil {
-		return nil, cni.Errorf(cni.CodeIOFailure, "%s: lease lock: %v", plugin, err)
+		return nil, nil, cni.Errorf(cni.CodeIOFailure, "%s: lease lock: %v", plugin, err)
 	}
 	defer unlock()
+	_, lerr := h.LinkByName(v.Name)
+	made := link.IsNotFound(lerr)
+	vx, err := link.EnsureVxlan(h, v)
+	if err != nil {
+		return nil, nil, cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
+	}
+	l, err := ensureLease(c, vx, v.Local)
+	if err != nil {
+		if made {
+			cni.Undone(plugin, "deleting "+v.Name, link.DelLink(h, v.Name))
+		}
+		return nil, nil, err
+	}
+	return vx, l, nil
+}
+
+// ensureLease returns this host's subnet of the overlay, with the lease
+// lock held. A host that holds one (its lease file) uses it without asking
+// etcd; otherwise it claims one, and an etcd that cannot be reached is code
+// 11 naming the endpoints.
+func ensureLease(c *NetConf, vtep *netlink.Vxlan, ul net.IP) (*overlay.Lease, error) {
+	n := c.network()
+	var err error
 	prev, err := overlay.ReadLease(n.LeaseFile)
 	if err != nil {
 		return nil, cni.Errorf(cni.CodeIOFailure, "%s: lease: %v", plugin, err)

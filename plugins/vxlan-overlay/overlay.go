@@ -80,11 +80,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if mtu == 0 {
 		mtu = underlayMTU(ulLink)
 	}
-	vx, err := link.EnsureVxlan(host, link.Vxlan{Name: conf.device(), VNI: conf.VNI, Port: conf.Port, Local: ulIP, Underlay: ulLink, MTU: mtu})
-	if err != nil {
-		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
-	}
-	lease, err := ensureLease(conf, vx, ulIP)
+	_, lease, err := ensureVTEP(host, conf, link.Vxlan{Name: conf.device(), VNI: conf.VNI, Port: conf.Port, Local: ulIP, Underlay: ulLink, MTU: mtu})
 	if err != nil {
 		return err
 	}

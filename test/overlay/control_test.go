@@ -2,6 +2,9 @@ package overlay_test
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -229,5 +232,54 @@ func TestLocalStore(t *testing.T) {
 	}
 	if err := h.RT.Status(context.Background(), list); err != nil {
 		t.Fatalf("STATUS: %v", err)
+	}
+}
+
+// TestWatchCompacted: a host cut off from etcd while others join, and
+// etcd compacted past its watch meanwhile, resyncs from a fresh snapshot
+// when it gets through again (its watch cannot resume) and routes the host
+// that joined.
+func TestWatchCompacted(t *testing.T) {
+	c := newCluster(t)
+	c.startEtcd()
+	h1, h2 := c.addHost(), c.addHost()
+	raw := c.conf("ovl", 42, "10.96.0.0/16")
+	a := h1.Run(h1.list(raw), "alpha")
+	h2.Run(h2.list(raw), "bravo")
+
+	// Host 1 loses etcd (connections refused at once, not stalled), not
+	// the underlay.
+	h1.Host.MustExec(t, "nft", "add", "table", "inet", "cutoff")
+	h1.Host.MustExec(t, "nft", "add", "chain", "inet", "cutoff", "out", "{ type filter hook output priority 0 ; }")
+	h1.Host.MustExec(t, "nft", "add", "rule", "inet", "cutoff", "out", "tcp", "dport", "2379", "reject", "with", "tcp", "reset")
+	h1.Host.MustExec(t, "nft", "add", "chain", "inet", "cutoff", "in", "{ type filter hook input priority 0 ; }")
+	h1.Host.MustExec(t, "nft", "add", "rule", "inet", "cutoff", "in", "tcp", "sport", "2379", "drop")
+	// And the connections it has now are gone (SOCK_DESTROY), so its
+	// client notices at once and keeps failing to reconnect.
+	h1.Host.MustExec(t, "ss", "-K", "dst", underlayNet+"254", "dport", "=", ":2379")
+	h3 := c.addHost()
+	ch := h3.Run(h3.list(raw), "charlie")
+	// Unrelated writes move the revision past host 3's, so the compaction
+	// takes host 3's event from the history host 1 would resume at.
+	for i := 0; i < 3; i++ {
+		if out, err := c.ul.Exec("curl", "-sSf", "-m", "10", "-X", "POST", c.etcd.url+"/v3/kv/put", "-d", `{"key":"dW5yZWxhdGVk","value":"eA=="}`); err != nil {
+			t.Fatalf("put: %v\n%s", err, out)
+		}
+	}
+	rev := c.revision(t)
+	if out, err := c.ul.Exec("curl", "-sSf", "-m", "10", "-X", "POST", c.etcd.url+"/v3/kv/compaction",
+		"-d", fmt.Sprintf(`{"revision":"%d","physical":true}`, rev)); err != nil {
+		t.Fatalf("compaction: %v\n%s", err, out)
+	}
+	if r := h1.Host.MustExec(t, "ip", "route", "show", "dev", "berthvx42"); strings.Contains(r, subnetOf(ch.IP(t, "4"))) {
+		t.Fatalf("host 1 routed host 3 while cut off from etcd:\n%s", r)
+	}
+	h1.Host.MustExec(t, "nft", "delete", "table", "inet", "cutoff")
+	h1.waitRoute(t, "berthvx42", subnetOf(ch.IP(t, "4")), true, 10*time.Second, time.Now())
+	nstest.Ping(t, a.NS, ch.IP(t, "4"))
+	log, _ := os.ReadFile(filepath.Join(h1.DataDir, "vxlan-overlay", "berth-overlayd.log"))
+	if !strings.Contains(string(log), "resyncing from a snapshot") {
+		t.Logf("host 1's daemon log:\n%s", log)
+		t.Fatal("host 1 routed host 3 without resyncing: the watch did not see the compaction")
 	}
 }

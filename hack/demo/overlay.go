@@ -49,6 +49,14 @@ func overlayHosts(d *demo) error {
 	if err != nil {
 		return err
 	}
+	// The containers go while etcd still runs (the demo's cleanup stops
+	// processes first): dnsname's DEL unregisters names there.
+	defer func() {
+		for i := len(d.dels) - 1; i >= 0; i-- {
+			d.dels[i]()
+		}
+		d.dels = nil
+	}()
 	fmt.Printf("  underlay 198.18.0.0/24 on a bridge; etcd at %s (in the underlay namespace)\n", etcdURL)
 	var hosts []*overlayHost
 	for i := 1; i <= 3; i++ {
@@ -58,7 +66,7 @@ func overlayHosts(d *demo) error {
 		}
 		hosts = append(hosts, h)
 	}
-	fmt.Println("  every host: conf-examples/overlay-etcd.conflist (vni 42, 10.96.0.0/16, a /24 per host), underlay ul0")
+	fmt.Println("  every host: conf-examples/overlay-etcd.conflist (vni 42, 10.96.0.0/16, a /24 per host; dnsname with the etcd registry), underlay ul0")
 	c1, err := d.runOn(hosts[0], "web")
 	if err != nil {
 		return err
@@ -74,8 +82,14 @@ func overlayHosts(d *demo) error {
 	if _, err := sh(hosts[0].ns, "host1", "bridge", "fdb", "show", "dev", "berthvx42"); err != nil {
 		return err
 	}
-	if _, err := sh(c1.ns, "web", "ping", "-c", "2", "-W", "2", c3.ipv4()); err != nil {
-		return fmt.Errorf("web (host 1) cannot reach db (host 3): %w", err)
+	// As a runtime does: the container's resolv.conf from the result
+	// (dnsname's server on host 1's gateway, which learns host 3's names
+	// from etcd).
+	if err := d.resolvConf(c1, c1.res.DNS.Nameservers, c1.res.DNS.Search); err != nil {
+		return err
+	}
+	if _, err := sh(c1.ns, "web", "ping", "-c", "2", "-W", "2", "db"); err != nil {
+		return fmt.Errorf("web (host 1) cannot reach db (host 3) by name: %w", err)
 	}
 	if _, err := sh(c3.ns, "db", "ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1422", c1.ipv4()); err != nil {
 		return fmt.Errorf("a full-MTU packet with DF does not cross: %w", err)
@@ -152,16 +166,30 @@ func (d *demo) overlayHost(ul *sandbox.NS, i int, etcdURL string) (*overlayHost,
 	}
 	list, err := withDataDir(raw, state, func(m map[string]any) {
 		for _, p := range m["plugins"].([]any) {
-			if pm := p.(map[string]any); pm["type"] == "vxlan-overlay" {
+			switch pm := p.(map[string]any); pm["type"] {
+			case "vxlan-overlay":
 				pm["underlay"] = "ul0"
 				pm["store"].(map[string]any)["endpoints"] = []string{etcdURL}
+			case "dnsname":
+				pm["registry"].(map[string]any)["endpoints"] = []string{etcdURL}
+				// Other names go to a closed port on the host's loopback,
+				// never to the machine's resolver.
+				pm["upstreams"] = []string{"127.0.0.1:5353"}
 			}
 		}
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &overlayHost{name: name, ns: ns, rt: sandbox.NewRuntime(ns, filepath.Join(state, "cache"), d.cniPath), list: list}, nil
+	// Its own hostname too: dnsname tells hosts apart by it.
+	uts, err := sandbox.NewUTS(name)
+	if err != nil {
+		return nil, err
+	}
+	d.dels = append([]func(){func() { uts.Close() }}, d.dels...)
+	rt := sandbox.NewRuntime(ns, filepath.Join(state, "cache"), d.cniPath)
+	rt.UTS = uts
+	return &overlayHost{name: name, ns: ns, rt: rt, list: list}, nil
 }
 
 // runOn is `docker run` on one of the hosts.
@@ -172,6 +200,7 @@ func (d *demo) runOn(h *overlayHost, name string) (*ctr, error) {
 	}
 	c := &ctr{name: name, ns: n}
 	rc := sandbox.Attachment(d.prefix+"-"+name, n, "eth0")
+	rc.Args = [][2]string{{"K8S_POD_NAME", name}}
 	c.res, err = h.rt.Add(context.Background(), h.list, rc)
 	if err != nil {
 		return nil, fmt.Errorf("ADD %s on %s: %w", name, h.name, err)

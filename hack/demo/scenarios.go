@@ -17,7 +17,7 @@ var scenarios = []scenario{
 	{"Scenario 2: a published port (docker run -p 3000:80 httpd)", publishedPort},
 	{"Scenario 3: user-defined networks are isolated; docker network connect joins two", userNetworks},
 	{"Scenario 4: containers find each other by name (Podman network with dnsname)", names},
-	{"Scenario 6: three hosts, one overlay network (vxlan-overlay, etcd)", overlayHosts},
+	{"Scenario 6: three hosts, one overlay network; host 1 reaches host 3 by name (vxlan-overlay, dnsname, etcd)", overlayHosts},
 }
 
 // defaultBridge is seed scenario 1: two containers on docker0, each with an

@@ -334,16 +334,22 @@ func (d *daemon) keepLease(ctx context.Context, n *Network, cli *clientv3.Client
 			kcancel()
 			continue
 		}
-		alive := true
+		began := time.Now()
+		alive, kicked := true, false
 		for alive {
 			select {
 			case _, ok := <-ch:
 				alive = ok
 			case <-republish:
-				alive = false
+				alive, kicked = false, true
 			}
 		}
 		kcancel()
+		if !kicked && time.Since(began) < retry && !wait(ctx, retry) {
+			// A keep-alive that ends at once (etcd refusing it) must not
+			// turn this loop into a spin.
+			return
+		}
 	}
 }
 

@@ -2,6 +2,8 @@ package overlay_test
 
 import (
 	"bufio"
+	"context"
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -100,5 +102,53 @@ func TestCrossHost(t *testing.T) {
 	fdb := h1.Host.MustExec(t, "bridge", "fdb", "show", "dev", "berthvx42")
 	if !strings.Contains(fdb, "dst "+h2.addr) {
 		t.Fatalf("fdb of host 1 has no entry toward %s:\n%s", h2.addr, fdb)
+	}
+}
+
+// TestConcurrentFirstADDs: a host's first ADDs, all at once, claim one
+// subnet and start one daemon; every container reaches another host.
+func TestConcurrentFirstADDs(t *testing.T) {
+	c := newCluster(t)
+	c.startEtcd()
+	h1, h2 := c.addHost(), c.addHost()
+	raw := c.conf("ovl", 42, "10.96.0.0/16")
+	peer := h2.Run(h2.list(raw), "peer")
+	list := h1.list(raw)
+	const n = 8
+	ctrs := make([]*nstest.Container, n)
+	errs := make(chan error, n)
+	for i := range ctrs {
+		ctrs[i] = &nstest.Container{NS: nstest.NewNS(t, "ctr"), ID: fmt.Sprintf("par%d", i)}
+		ctrs[i].RC = nstest.Attachment(ctrs[i].ID, ctrs[i].NS, "eth0")
+		rc := ctrs[i].RC
+		t.Cleanup(func() {
+			if err := h1.RT.Del(context.Background(), list, rc); err != nil {
+				t.Errorf("cleanup DEL: %v", err)
+			}
+		})
+	}
+	for i := range ctrs {
+		go func(c *nstest.Container) {
+			var err error
+			c.Res, err = h1.RT.Add(context.Background(), list, c.RC)
+			errs <- err
+		}(ctrs[i])
+	}
+	for range ctrs {
+		if err := <-errs; err != nil {
+			t.Fatalf("concurrent ADD: %v", err)
+		}
+	}
+	subnets := map[string]bool{}
+	for _, ctr := range ctrs {
+		subnets[subnetOf(ctr.IP(t, "4"))] = true
+		nstest.Ping(t, ctr.NS, peer.IP(t, "4"))
+	}
+	if len(subnets) != 1 {
+		t.Fatalf("one host, %d subnets: %v", len(subnets), subnets)
+	}
+	if out := c.ul.MustExec(t, "curl", "-sSf", "-m", "10", "-X", "POST", c.etcd.url+"/v3/kv/range",
+		"-d", `{"key":"L2JlcnRoLXRlc3Qvb3ZlcmxheS80Mi9zdWJuZXRzLw==","range_end":"L2JlcnRoLXRlc3Qvb3ZlcmxheS80Mi9zdWJuZXRzMA==","count_only":true}`); !strings.Contains(out, `"count":"2"`) {
+		t.Fatalf("leases in etcd: %s, want 2 (one per host)", out)
 	}
 }

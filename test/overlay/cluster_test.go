@@ -126,7 +126,11 @@ func (c *cluster) conf(name string, vni int, subnet string, patch ...func(map[st
 		"underlay": "ul0", "ipMasq": true,
 	}
 	if c.etcd != nil {
-		p["store"] = map[string]any{"type": "etcd", "endpoints": []string{c.etcd.url}, "prefix": "/berth-test"}
+		store := map[string]any{"type": "etcd", "endpoints": []string{c.etcd.url}, "prefix": "/berth-test"}
+		if f := c.etcd.tls; f != nil {
+			store["tls"] = map[string]any{"trustedCAFile": f.ca, "certFile": f.clientCert, "keyFile": f.clientKey}
+		}
+		p["store"] = store
 	}
 	for _, f := range patch {
 		f(p)
@@ -172,11 +176,19 @@ type etcd struct {
 	url  string
 	cmd  *exec.Cmd
 	logf *os.File
+	// tls, when set, has etcd serve https and require client certificates.
+	tls *tlsFiles
 }
 
-func (c *cluster) startEtcd() *etcd {
+func (c *cluster) startEtcd() *etcd { return c.startEtcdWith(nil) }
+
+func (c *cluster) startEtcdWith(tls *tlsFiles) *etcd {
 	c.t.Helper()
-	e := &etcd{ns: c.ul, dir: c.t.TempDir(), url: "http://" + underlayNet + "254:2379"}
+	scheme := "http"
+	if tls != nil {
+		scheme = "https"
+	}
+	e := &etcd{ns: c.ul, dir: c.t.TempDir(), url: scheme + "://" + underlayNet + "254:2379", tls: tls}
 	c.etcd = e
 	e.start(c.t)
 	c.t.Cleanup(func() { e.stop(c.t) })
@@ -196,9 +208,14 @@ func (e *etcd) start(t testing.TB) {
 	if e.logf, err = os.OpenFile(filepath.Join(e.dir, "etcd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e.cmd = e.ns.Command("etcd", "--name", "t", "--data-dir", filepath.Join(e.dir, "data"),
+	args := []string{"etcd", "--name", "t", "--data-dir", filepath.Join(e.dir, "data"),
 		"--listen-client-urls", e.url, "--advertise-client-urls", e.url,
-		"--listen-peer-urls", pu, "--initial-advertise-peer-urls", pu, "--initial-cluster", "t="+pu)
+		"--listen-peer-urls", pu, "--initial-advertise-peer-urls", pu, "--initial-cluster", "t=" + pu}
+	if e.tls != nil {
+		args = append(args, "--cert-file", e.tls.serverCert, "--key-file", e.tls.serverKey,
+			"--trusted-ca-file", e.tls.ca, "--client-cert-auth")
+	}
+	e.cmd = e.ns.Command(args...)
 	e.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify)
 	e.cmd.Stdout, e.cmd.Stderr = e.logf, e.logf
 	if err := e.cmd.Start(); err != nil {

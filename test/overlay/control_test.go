@@ -219,8 +219,17 @@ func TestLeaseExpiry(t *testing.T) {
 func TestLocalStore(t *testing.T) {
 	c := newCluster(t)
 	h := c.addHost()
-	list := h.Conflist(nstest.Example(t, "overlay-local.conflist"), nstest.SetField(0, "underlay", "ul0"))
+	// No underlay in the example: the default route's interface.
+	h.Host.MustExec(t, "ip", "route", "add", "default", "via", underlayNet+"254", "dev", "ul0")
+	list := h.Conflist(nstest.Example(t, "overlay-local.conflist"))
 	a := h.Run(list, "alpha")
+	if local := h.Host.MustExec(t, "ip", "-d", "link", "show", "berthvx4201"); !strings.Contains(local, "local "+h.addr) {
+		t.Fatalf("vxlan not sourced from the default route's interface:\n%s", local)
+	}
+	// The underlay given as an address.
+	other := h.Conflist(c.conf("other", 4202, "10.99.0.0/16", func(p map[string]any) { p["underlay"] = h.addr }))
+	o := h.Run(other, "other")
+	nstest.Ping(t, o.NS, o.Res.IPs[0].Gateway.String())
 	b := h.Run(list, "bravo")
 	nstest.Ping(t, a.NS, b.IP(t, "4"))
 	nstest.Ping(t, a.NS, a.Res.IPs[0].Gateway.String())

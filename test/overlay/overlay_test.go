@@ -19,9 +19,15 @@ import (
 // address b's server saw.
 func tcpPeer(t *testing.T, a, b *nstest.Container) string {
 	t.Helper()
-	bip := b.IP(t, "4")
+	return tcpSource(t, a, b.NS, b.IP(t, "4"))
+}
+
+// tcpSource connects from a to a server at bip in b and returns the
+// source address the server saw.
+func tcpSource(t *testing.T, a *nstest.Container, b *nstest.NS, bip string) string {
+	t.Helper()
 	var l net.Listener
-	if err := b.NS.Do(func(ns.NetNS) error {
+	if err := b.Do(func(ns.NetNS) error {
 		var err error
 		l, err = net.Listen("tcp", net.JoinHostPort(bip, "0"))
 		return err
@@ -150,5 +156,26 @@ func TestConcurrentFirstADDs(t *testing.T) {
 	if out := c.ul.MustExec(t, "curl", "-sSf", "-m", "10", "-X", "POST", c.etcd.url+"/v3/kv/range",
 		"-d", `{"key":"L2JlcnRoLXRlc3Qvb3ZlcmxheS80Mi9zdWJuZXRzLw==","range_end":"L2JlcnRoLXRlc3Qvb3ZlcmxheS80Mi9zdWJuZXRzMA==","count_only":true}`); !strings.Contains(out, `"count":"2"`) {
 		t.Fatalf("leases in etcd: %s, want 2 (one per host)", out)
+	}
+}
+
+// TestMasquerade: traffic leaving the overlay (to a network outside its
+// subnet) leaves with the host's address; traffic to another host's
+// container keeps the container's.
+func TestMasquerade(t *testing.T) {
+	c := newCluster(t)
+	c.startEtcd()
+	h1, h2 := c.addHost(), c.addHost()
+	raw := c.conf("ovl", 42, "10.96.0.0/16")
+	a := h1.Run(h1.list(raw), "alpha")
+	b := h2.Run(h2.list(raw), "bravo")
+	// An "outside" network behind host 1 (192.0.2.0/24, TEST-NET-1).
+	out := nstest.NewNS(t, "out")
+	nstest.Veth(t, h1.Host, "ext0", "192.0.2.1/24", out, "eth0", "192.0.2.2/24")
+	if got := tcpSource(t, a, out, "192.0.2.2"); got != "192.0.2.1" {
+		t.Fatalf("leaving the overlay, the outside saw %s; want the host's 192.0.2.1", got)
+	}
+	if got := tcpPeer(t, a, b); got != a.IP(t, "4") {
+		t.Fatalf("inside the overlay, host 2 saw %s; want %s", got, a.IP(t, "4"))
 	}
 }

@@ -295,6 +295,28 @@ func (h *host) waitRoute(t testing.TB, dev, dst string, present bool, timeout ti
 	return time.Since(start)
 }
 
+// waitNeigh waits, on neighbour (and FDB) events in h's namespace, until
+// cond holds; it fails the test after timeout.
+func (h *host) waitNeigh(t testing.TB, cond func() bool, timeout time.Duration) {
+	t.Helper()
+	ch := make(chan netlink.NeighUpdate, 64)
+	done := make(chan struct{})
+	defer close(done)
+	if err := h.Host.Do(func(ns.NetNS) error {
+		return netlink.NeighSubscribeWithOptions(ch, done, netlink.NeighSubscribeOptions{})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(timeout)
+	for !cond() {
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("%s: neighbour/FDB state not reached within %v", h.Host.Name, timeout)
+		}
+	}
+}
+
 // subnetOf is the /24 of a container's address.
 func subnetOf(ip string) string {
 	a := net.ParseIP(ip).To4()

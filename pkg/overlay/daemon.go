@@ -26,8 +26,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berthnet/berth/internal/hostd"
-	"github.com/berthnet/berth/pkg/registry"
-	"github.com/berthnet/berth/pkg/registry/etcdstore"
 )
 
 // retry is how long the daemon waits after etcd failed before trying
@@ -219,8 +217,8 @@ func (d *daemon) start(n Network) *network {
 		close(nw.synced)
 		return nw
 	}
-	store, err := etcdstore.OpenConfig(&registry.Config{Backend: registry.BackendEtcd, Endpoints: n.Store.Endpoints, TLS: n.Store.TLS, DialTimeout: 2 * time.Second})
-	if err != nil {
+	cn := newConn(&n)
+	if _, _, err := cn.get(); err != nil {
 		d.log.Printf("%s: %v", n.Name, err)
 		close(nw.synced)
 		return nw
@@ -248,12 +246,12 @@ func (d *daemon) start(n Network) *network {
 	}()
 	go func() {
 		defer d.wg.Done()
-		d.keepLease(ctx, &nw.n, store.Client(), republish)
+		d.keepLease(ctx, &nw.n, cn, republish)
 	}()
 	go func() {
 		defer d.wg.Done()
-		defer store.Close()
-		d.follow(ctx, &nw.n, store.Client(), nw.synced, resync)
+		defer cn.close()
+		d.follow(ctx, &nw.n, cn, nw.synced, resync)
 	}()
 	return nw
 }
@@ -297,15 +295,33 @@ func (d *daemon) self(n *Network) (*Lease, error) {
 // keep-alive ends (etcd away past the TTL, or the lease revoked) or a kick
 // asks to republish. Failures are logged and retried; they never touch
 // the kernel.
-func (d *daemon) keepLease(ctx context.Context, n *Network, cli *clientv3.Client, republish <-chan struct{}) {
+func (d *daemon) keepLease(ctx context.Context, n *Network, cn *conn, republish <-chan struct{}) {
 	failing := false
+	var published netip.Addr
 	for ctx.Err() == nil {
 		l, err := d.self(n)
+		var cli *clientv3.Client
+		gen := 0
+		if err == nil {
+			if published.IsValid() && l.Underlay != published {
+				// The underlay address changed: the client's connection
+				// left from the old one and is dead.
+				_, g, _ := cn.get()
+				cn.reset(g)
+			}
+			cli, gen, err = cn.get()
+		}
 		if err == nil {
 			pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			var id int64
 			id, err = Publish(pctx, cli, n, l)
 			cancel()
+			if stalled(err) {
+				cn.reset(gen)
+			}
+			if err == nil {
+				published = l.Underlay
+			}
 			if err == nil && id != l.LeaseID {
 				d.log.Printf("%s: subnet %s published under lease %x (vtep %s at %s)", n.Name, l.Subnet, id, l.VTEPMAC, l.Underlay)
 				l.LeaseID = id
@@ -373,14 +389,21 @@ func (d *daemon) saveLeaseID(n *Network, id int64) error {
 // the watch from its revision; when the watch ends (a compaction passed
 // our revision, etcd lost its leader) a fresh snapshot. While etcd is
 // unreachable, the kernel keeps what it has.
-func (d *daemon) follow(ctx context.Context, n *Network, cli *clientv3.Client, synced chan struct{}, resync <-chan struct{}) {
+func (d *daemon) follow(ctx context.Context, n *Network, cn *conn, synced chan struct{}, resync <-chan struct{}) {
 	var once sync.Once
 	failing := false
 	for ctx.Err() == nil {
 		self, _ := ReadLease(n.LeaseFile)
-		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		resp, err := cli.Get(sctx, n.keyPrefix(), clientv3.WithPrefix())
-		cancel()
+		cli, gen, err := cn.get()
+		var resp *clientv3.GetResponse
+		if err == nil {
+			sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			resp, err = cli.Get(sctx, n.keyPrefix(), clientv3.WithPrefix())
+			cancel()
+			if stalled(err) {
+				cn.reset(gen)
+			}
+		}
 		if err != nil {
 			if !failing && ctx.Err() == nil {
 				d.log.Printf("%s: etcd snapshot: %v (keeping the peers programmed; retrying)", n.Name, err)

@@ -74,7 +74,16 @@ func ensureVTEP(h *netlink.Handle, c *NetConf, v link.Vxlan) (*netlink.Vxlan, *o
 		return nil, nil, cni.Errorf(cni.CodeIOFailure, "%s: lease lock: %v", plugin, err)
 	}
 	defer unlock()
-	_, lerr := h.LinkByName(v.Name)
+	old, lerr := h.LinkByName(v.Name)
+	if ovx, ok := old.(*netlink.Vxlan); ok && lerr == nil && (!ovx.SrcAddr.Equal(v.Local) || ovx.Port != v.Port) {
+		// The underlay address moved (or the port changed): the tunnel is
+		// made anew from the new address, and the daemon, told by this
+		// ADD, publishes the new VTEP and reprograms the peers on it.
+		if err := link.DelLink(h, v.Name); err != nil {
+			return nil, nil, cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
+		}
+		lerr = netlink.LinkNotFoundError{}
+	}
 	made := link.IsNotFound(lerr)
 	vx, err := link.EnsureVxlan(h, v)
 	if err != nil {

@@ -285,3 +285,28 @@ func TestWatchCompacted(t *testing.T) {
 		t.Fatal("host 1 routed host 3 without resyncing: the watch did not see the compaction")
 	}
 }
+
+// TestUnderlayChange: a host whose underlay address changes gets a VXLAN
+// device sourced from the new one at its next ADD; the other hosts send
+// to the new address at once, and its peers are programmed on the new
+// device.
+func TestUnderlayChange(t *testing.T) {
+	c := newCluster(t)
+	c.startEtcd()
+	h1, h2 := c.addHost(), c.addHost()
+	raw := c.conf("ovl", 42, "10.96.0.0/16")
+	a := h1.Run(h1.list(raw), "alpha")
+	b := h2.Run(h2.list(raw), "bravo")
+	nstest.Ping(t, a.NS, b.IP(t, "4"))
+
+	newAddr := underlayNet + "12"
+	h2.Host.MustExec(t, "ip", "addr", "del", h2.addr+"/24", "dev", "ul0")
+	h2.Host.MustExec(t, "ip", "addr", "add", newAddr+"/24", "dev", "ul0")
+	b2 := h2.Run(h2.list(raw), "bravo2")
+	h1.waitNeigh(t, func() bool {
+		return strings.Contains(h1.Host.MustExec(t, "bridge", "fdb", "show", "dev", "berthvx42"), "dst "+newAddr)
+	}, 2*time.Second)
+	nstest.Ping(t, a.NS, b2.IP(t, "4"))
+	nstest.Ping(t, a.NS, b.IP(t, "4"))
+	nstest.Ping(t, b2.NS, a.IP(t, "4"))
+}

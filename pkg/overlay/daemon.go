@@ -33,6 +33,10 @@ import (
 // once, long enough not to spin.
 const retry = 500 * time.Millisecond
 
+// requestTimeout bounds one etcd request of the daemon: short, as a
+// request that runs out of time also gets the client made anew (conn).
+const requestTimeout = 2 * time.Second
+
 // firstSync bounds how long adding a network waits for its first
 // snapshot, so that the ADD that brings a host in returns with the other
 // hosts reachable; etcd being down must not hold ADDs much longer.
@@ -312,7 +316,7 @@ func (d *daemon) keepLease(ctx context.Context, n *Network, cn *conn, republish 
 			cli, gen, err = cn.get()
 		}
 		if err == nil {
-			pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			pctx, cancel := context.WithTimeout(ctx, requestTimeout)
 			var id int64
 			id, err = Publish(pctx, cli, n, l)
 			cancel()
@@ -397,7 +401,7 @@ func (d *daemon) follow(ctx context.Context, n *Network, cn *conn, synced chan s
 		cli, gen, err := cn.get()
 		var resp *clientv3.GetResponse
 		if err == nil {
-			sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			sctx, cancel := context.WithTimeout(ctx, requestTimeout)
 			resp, err = cli.Get(sctx, n.keyPrefix(), clientv3.WithPrefix())
 			cancel()
 			if stalled(err) {

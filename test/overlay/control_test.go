@@ -87,7 +87,10 @@ func TestEtcdDown(t *testing.T) {
 	e.start(t)
 	start := time.Now()
 	ch := h3.Run(h3.list(raw), "charlie")
-	h1.waitRoute(t, "berthvx42", subnetOf(ch.IP(t, "4")), true, 5*time.Second, start)
+	// Both old hosts route the new one once their daemons are through
+	// to etcd again (each on its own retry schedule).
+	h1.waitRoute(t, "berthvx42", subnetOf(ch.IP(t, "4")), true, 10*time.Second, start)
+	h2.waitRoute(t, "berthvx42", subnetOf(ch.IP(t, "4")), true, 10*time.Second, start)
 	nstest.Ping(t, a.NS, ch.IP(t, "4"))
 	nstest.Ping(t, ch.NS, b.IP(t, "4"))
 	if h1.daemonPID() != pid1 {

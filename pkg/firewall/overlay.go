@@ -25,8 +25,8 @@ type OverlayNames struct {
 
 func (o OverlayNames) tag() []byte { return []byte("overlay:" + o.Device) }
 
-// ifnameEq is a register compare with an interface name (NUL-padded to
-// IFNAMSIZ, as the kernel's meta ifname is).
+// ifname is an interface name as the kernel's meta ifname has it:
+// NUL-padded to IFNAMSIZ, for an exact compare.
 func ifname(name string) []byte {
 	b := make([]byte, 16)
 	copy(b, name)

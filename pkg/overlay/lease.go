@@ -170,7 +170,7 @@ func Claim(ctx context.Context, cli *clientv3.Client, n *Network, rec Record, pr
 	// as it is still ours.
 	for _, p := range mine {
 		k := n.key(p)
-		txn, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.Value(k), "=", string(mustGet(resp, k)))).
+		txn, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.Value(k), "=", string(valueOf(resp, k)))).
 			Then(clientv3.OpPut(k, string(val), clientv3.WithLease(grant.ID))).Commit()
 		if err != nil {
 			return nil, err
@@ -213,7 +213,8 @@ func Claim(ctx context.Context, cli *clientv3.Client, n *Network, rec Record, pr
 	return nil, fmt.Errorf("%w in %s (/%d each)", ErrFull, n.Subnet, n.HostSubnetLen)
 }
 
-func mustGet(resp *clientv3.GetResponse, k string) []byte {
+// valueOf is k's value in resp (nil if absent).
+func valueOf(resp *clientv3.GetResponse, k string) []byte {
 	for _, kv := range resp.Kvs {
 		if string(kv.Key) == k {
 			return kv.Value

@@ -142,7 +142,7 @@ func (c *cluster) conf(name string, vni int, subnet string, patch ...func(map[st
 // list is the conflist on host h (its own state directories).
 func (h *host) list(raw []byte) *libcni.NetworkConfigList { return h.Conflist(raw) }
 
-// add runs ADD and returns the error instead of failing.
+// tryRun is Run that returns ADD's error instead of failing the test.
 func (h *host) tryRun(list *libcni.NetworkConfigList, id string) (*nstest.Container, error) {
 	c := &nstest.Container{NS: nstest.NewNS(h.T, "ctr"), ID: id}
 	c.RC = nstest.Attachment(id, c.NS, "eth0")

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -146,22 +147,10 @@ func pingAll(conn *icmp.PacketConn, id int, targets map[string]bool) []string {
 
 func countLines(s string) int {
 	n := 0
-	for _, l := range splitLines(s) {
-		if l != "" {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.TrimSpace(l) != "" {
 			n++
 		}
 	}
 	return n
-}
-
-func splitLines(s string) []string {
-	var out []string
-	start := 0
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\n' {
-			out = append(out, s[start:i])
-			start = i + 1
-		}
-	}
-	return append(out, s[start:])
 }

@@ -23,6 +23,8 @@ check xz xz-utils
 if [[ ${BENCH:-} == 1 ]]; then
 	[[ -x /usr/lib/podman/aardvark-dns ]] || need+=(aardvark-dns)
 	check dnsmasq dnsmasq-base
+	# The overlay's throughput against the underlay (test/overlay bench).
+	check iperf3 iperf3
 fi
 
 if ((${#need[@]})); then

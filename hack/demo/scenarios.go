@@ -21,6 +21,7 @@ var scenarios = []scenario{
 	{"Network mode none: docker run --network none (loopback only)", noneMode},
 	{"Network mode host: docker run --network host (no plugin)", hostMode},
 	{"Container mode: docker run --net=container:nginx (container-mode plugin)", containerMode},
+	{"Scenario 6: three hosts, one overlay network; host 1 reaches host 3 by name (vxlan-overlay, dnsname, etcd)", overlayHosts},
 }
 
 // defaultBridge is seed scenario 1: two containers on docker0, each with an

@@ -76,6 +76,9 @@ func (n *NS) Command(args ...string) *exec.Cmd {
 type Runtime struct {
 	Host *NS
 	CNI  *libcni.CNIConfig
+	// UTS, when set, is the host's UTS namespace (its own hostname, see
+	// NewUTS): plugins start in it too.
+	UTS *UTS
 }
 
 // NewRuntime returns a runtime finding plugins in paths and caching results
@@ -87,6 +90,9 @@ func NewRuntime(host *NS, cacheDir string, paths ...string) *Runtime {
 // in runs f with the calling OS thread inside the host namespace, so the
 // plugin processes libcni forks from it start there.
 func (r *Runtime) in(f func() error) error {
+	if r.UTS != nil {
+		return inHost(r.Host, r.UTS, f)
+	}
 	return r.Host.Do(func(ns.NetNS) error { return f() })
 }
 

@@ -153,6 +153,17 @@ type Config struct {
 	Prefix string `json:"prefix,omitempty"`
 	// DialTimeout bounds connecting to etcd; default 5s.
 	DialTimeout time.Duration `json:"dialTimeout,omitempty"`
+	// TLS, when set, makes the etcd client speak TLS (https endpoints).
+	TLS *TLSConfig `json:"tls,omitempty"`
+}
+
+// TLSConfig names the PEM files of an etcd client's TLS: the CA that signs
+// the servers' certificates and, for client authentication, a certificate
+// and its key.
+type TLSConfig struct {
+	CertFile      string `json:"certFile,omitempty"`
+	KeyFile       string `json:"keyFile,omitempty"`
+	TrustedCAFile string `json:"trustedCAFile,omitempty"`
 }
 
 // DefaultEtcdPrefix is where entries live in etcd unless Config.Prefix

@@ -15,6 +15,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/berthnet/berth/pkg/registry"
 )
@@ -47,7 +49,20 @@ func OpenConfig(cfg *registry.Config) (*Etcd, error) {
 	if dialTimeout == 0 {
 		dialTimeout = 5 * time.Second
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: dialTimeout, Logger: zap.NewNop()})
+	tlsConf, err := clientTLS(cfg.TLS)
+	if err != nil {
+		return nil, fmt.Errorf("registry: etcd tls: %w", err)
+	}
+	// gRPC's reconnection backoff grows to two minutes by default: a
+	// daemon that saw etcd go away would stay cut off that long after it
+	// came back. A second between attempts at most is cheap for a handful
+	// of endpoints.
+	reconnect := grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+		MinConnectTimeout: dialTimeout,
+	})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: dialTimeout, TLS: tlsConf, Logger: zap.NewNop(),
+		DialOptions: []grpc.DialOption{reconnect}})
 	if err != nil {
 		return nil, fmt.Errorf("registry: etcd %v: %w", cfg.Endpoints, err)
 	}

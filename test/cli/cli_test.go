@@ -289,8 +289,10 @@ func TestInspectTunedMAC(t *testing.T) {
 }
 
 // TestPruneIsolation: a network with the firewall plugin (same-bridge)
-// keeps its bridge in the isolation sets after its last container's DEL;
-// prune removes those elements, tagged with the network, and only those.
+// takes its bridge out of the isolation sets with its last container's DEL
+// (the firewall tears a network's state down with its last attachment);
+// prune then finds nothing of it to remove, and leaves the live network's
+// elements alone.
 func TestPruneIsolation(t *testing.T) {
 	w := newWorld(t)
 	brX, brY := nstest.UniqueName("brx"), nstest.UniqueName("bry")
@@ -298,9 +300,6 @@ func TestPruneIsolation(t *testing.T) {
 	ly := w.networkFrom(t, "docker-network.conflist", "iso-y", brY, "10.241.0.0/24")
 	x := w.run(t, lx, webID, "x")
 	w.run(t, ly, dbID, "y")
-	if err := w.RT.Del(context.Background(), lx, x.rc); err != nil {
-		t.Fatal(err)
-	}
 	sets := func() string {
 		return w.Host.MustExec(t, "nft", "list", "set", "inet", "berth", "fw-bridges") +
 			w.Host.MustExec(t, "nft", "list", "set", "inet", "berth", "fw-same")
@@ -308,11 +307,17 @@ func TestPruneIsolation(t *testing.T) {
 	if s := sets(); !strings.Contains(s, brX) || !strings.Contains(s, brY) {
 		t.Fatalf("setup: both bridges should be in the isolation sets:\n%s", s)
 	}
-	out := w.mustBerth(t, "network", "prune", "--force")
-	if !strings.Contains(out, "tagged with network iso-x") || strings.Contains(out, "iso-y") {
-		t.Errorf("prune:\n%s", out)
+	if err := w.RT.Del(context.Background(), lx, x.rc); err != nil {
+		t.Fatal(err)
 	}
 	if s := sets(); strings.Contains(s, brX) || !strings.Contains(s, brY) {
-		t.Errorf("after prune, want %s gone and %s kept:\n%s", brX, brY, s)
+		t.Fatalf("after the last DEL of iso-x, want %s gone and %s kept:\n%s", brX, brY, s)
+	}
+	out := w.mustBerth(t, "network", "prune", "--force")
+	if strings.Contains(out, "iso-y") {
+		t.Errorf("prune touches the live network:\n%s", out)
+	}
+	if s := sets(); !strings.Contains(s, brY) {
+		t.Errorf("after prune, want %s kept:\n%s", brY, s)
 	}
 }

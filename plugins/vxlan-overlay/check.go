@@ -93,6 +93,9 @@ func cmdGC(args *skel.CmdArgs) error {
 		return err
 	}
 	valid := cni.ValidSet(conf.ValidAttachments)
+	if err := registry.GCAttachments(conf.AttachmentsDir, conf.Name, valid); err != nil {
+		return cni.Wrap(cni.CodeIOFailure, err, "%s: attachments GC", plugin)
+	}
 	if conf.IPMasq {
 		fw, err := firewall.NewMasquerader(conf.IPMasqBackend)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/berthnet/berth/pkg/cni"
 	"github.com/berthnet/berth/pkg/firewall"
 	"github.com/berthnet/berth/pkg/overlay"
+	"github.com/berthnet/berth/pkg/registry"
 )
 
 const plugin = "vxlan-overlay"
@@ -33,6 +34,9 @@ const (
 // NetConf is the plugin's config.
 type NetConf struct {
 	types.NetConf
+	// attachmentsDir: where the attachment is recorded for container-mode
+	// and the berth CLI.
+	registry.AttachConf
 	// VNI identifies the overlay on every host (1..16777215).
 	VNI int `json:"vni"`
 	// Subnet is the whole overlay; each host leases a /HostSubnetLen of it.

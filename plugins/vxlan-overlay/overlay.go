@@ -104,22 +104,27 @@ func cmdAdd(args *skel.CmdArgs) error {
 
 	ipd := ipamFor(conf, args, lease.Subnet)
 	ipamRun := ipd.Start()
-	hostName := link.HostVethName(args.ContainerID, args.IfName)
-	veth := link.Veth{HostName: hostName, Master: br, MTU: mtu, PeerName: args.IfName, PeerNS: cont, HostUp: true}
-	hostVeth, err := link.AddVeth(host, veth)
-	if errors.Is(err, unix.EEXIST) {
-		// A leftover of an earlier ADD of this attachment never deleted.
-		if err = link.DelLink(host, hostName); err == nil {
-			hostVeth, err = link.AddVeth(host, veth)
-		}
-	}
+	// The host end carries its owner (link.AddOwnedVeth): a link of
+	// someone else's under the derived name is never touched.
+	veth := link.Veth{Master: br, MTU: mtu, PeerName: args.IfName, PeerNS: cont, HostUp: true}
+	hostVeth, err := link.AddOwnedVeth(host, veth, args.ContainerID, args.IfName)
+	// liveTwin: a concurrent ADD of the same attachment made the
+	// interface; the reservation (keyed by container ID and ifname) is
+	// then the twin's too.
+	liveTwin := errors.Is(err, link.ErrIfaceExists)
 	res, ipamErr := ipamRun.Wait()
-	if ipamErr == nil {
+	// Release only what this ADD reserved: a reservation the attachment
+	// already held is an earlier, maybe live, ADD's.
+	if ipamErr == nil && ipamRun.Fresh() && !liveTwin {
 		undo = append(undo, func() { cni.Undone(plugin, "releasing addresses", ipd.Del()) })
+	}
+	if liveTwin {
+		return cni.Errorf(cni.CodeConflict, "%s: interface %s already exists in %s", plugin, args.IfName, args.Netns)
 	}
 	if err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
 	}
+	hostName := hostVeth.Attrs().Name
 	undo = append(undo, func() { cni.Undone(plugin, "deleting "+hostName, link.DelLink(host, hostName)) })
 	if ipamErr != nil {
 		return ipamErr
@@ -175,6 +180,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 	contIdx := 2
 	for _, ipc := range result.IPs {
 		ipc.Interface = &contIdx
+	}
+	if err := registry.RecordAttachment(conf.AttachmentsDir, conf.Name, args, result); err != nil {
+		return cni.Wrap(cni.CodeIOFailure, err, "%s: recording the attachment", plugin)
 	}
 	committed = true
 	return cni.Print(result, conf.CNIVersion)
@@ -277,7 +285,7 @@ func cmdDel(args *skel.CmdArgs) error {
 			cont.Close()
 		}
 	}
-	if err := link.DelLink(host, link.HostVethName(args.ContainerID, args.IfName)); err != nil {
+	if err := link.DelOwnedVeth(host, args.ContainerID, args.IfName); err != nil {
 		errs = append(errs, cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err))
 	}
 	if conf.IPMasq {
@@ -288,6 +296,9 @@ func cmdDel(args *skel.CmdArgs) error {
 		if err := fw.DelMasq(masqFor(conf, args, ips)); err != nil {
 			errs = append(errs, cni.Errorf(cni.CodeKernel, "%s: ipMasq: %v", plugin, err))
 		}
+	}
+	if err := registry.ForgetAttachment(conf.AttachmentsDir, conf.Name, args); err != nil {
+		errs = append(errs, cni.Wrap(cni.CodeIOFailure, err, "%s: forgetting the attachment", plugin))
 	}
 	if err := overlay.RemoveAttachment(conf.DataDir, conf.Name, key); err != nil {
 		errs = append(errs, cni.Errorf(cni.CodeIOFailure, "%s: %v", plugin, err))

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/berthnet/berth/internal/nstest"
+	"github.com/berthnet/berth/pkg/link"
 )
 
 // TestVNIIsolation: two overlays on the same hosts do not reach each
@@ -312,4 +313,38 @@ func TestUnderlayChange(t *testing.T) {
 	nstest.Ping(t, a.NS, b2.IP(t, "4"))
 	nstest.Ping(t, a.NS, b.IP(t, "4"))
 	nstest.Ping(t, b2.NS, a.IP(t, "4"))
+}
+
+// TestRepeatedAddAndForeignVeth: the overlay keeps the bridge's
+// guarantees (issue 8): a repeated ADD of a live attachment fails with 101
+// and leaves its address, veth and traffic alone, and a link of someone
+// else's under the derived host veth name is never deleted.
+func TestRepeatedAddAndForeignVeth(t *testing.T) {
+	c := newCluster(t)
+	h := c.addHost()
+	h.Host.MustExec(t, "ip", "route", "add", "default", "via", underlayNet+"254", "dev", "ul0")
+	list := h.Conflist(nstest.Example(t, "overlay-local.conflist"))
+
+	// A foreign veth holding the first derived name of "bravo"/eth0.
+	foreign := link.HostVethName("bravo", "eth0")
+	h.Host.MustExec(t, "ip", "link", "add", foreign, "type", "veth", "peer", "name", nstest.UniqueName("fp"))
+
+	a := h.Run(list, "alpha")
+	if _, err := h.RT.Add(context.Background(), list, a.RC); cniCode(err) != 101 {
+		t.Fatalf("repeated ADD: got %v, want code 101", err)
+	}
+	b := h.Run(list, "bravo")
+	if a.IP(t, "4") == b.IP(t, "4") {
+		t.Fatalf("after a repeated ADD the next container got the first's address %s", a.IP(t, "4"))
+	}
+	nstest.Ping(t, b.NS, a.IP(t, "4"))
+	if err := h.RT.Check(context.Background(), list, a.RC); err != nil {
+		t.Fatalf("CHECK of the first after a repeated ADD: %v", err)
+	}
+	if err := h.RT.Del(context.Background(), list, b.RC); err != nil {
+		t.Fatal(err)
+	}
+	if out := h.Host.MustExec(t, "ip", "-o", "link", "show", foreign); !strings.Contains(out, foreign) {
+		t.Fatalf("the foreign link %s went with bravo's ADD/DEL", foreign)
+	}
 }

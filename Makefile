@@ -7,7 +7,7 @@ BIN     := $(CURDIR)/bin
 PREFIX  ?= /opt/cni/bin
 export BERTH_CNI_PATH := $(BIN)
 
-.PHONY: all build deps test unit lint demo bench install clean
+.PHONY: all build deps test unit lint demo bench install clean fuzz soak-fuzz
 
 all: build
 
@@ -22,7 +22,7 @@ deps:
 
 # The whole suite: unit tests and integration tests (real namespaces, real
 # binaries). Needs root.
-test: deps build lint
+test: deps build lint fuzz
 	$(GO) test -count=1 -timeout 40m ./...
 
 unit:
@@ -30,6 +30,14 @@ unit:
 
 lint:
 	@bash hack/lint.sh
+
+# Every Go fuzz target (config decoders, CNI_ARGS, runtimeConfig,
+# prevResult) for a few seconds each; soak-fuzz for minutes each.
+fuzz:
+	@FUZZTIME=$${FUZZTIME:-4s} bash hack/fuzz.sh
+
+soak-fuzz:
+	@FUZZTIME=$${FUZZTIME:-2m} bash hack/fuzz.sh
 
 demo: deps build
 	$(GO) run ./hack/demo

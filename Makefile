@@ -7,7 +7,7 @@ BIN     := $(CURDIR)/bin
 PREFIX  ?= /opt/cni/bin
 export BERTH_CNI_PATH := $(BIN)
 
-.PHONY: all build deps test unit lint demo bench install clean fuzz soak-fuzz
+.PHONY: all build deps test unit lint demo bench install clean fuzz soak-fuzz soak-crash
 
 all: build
 
@@ -38,6 +38,11 @@ fuzz:
 
 soak-fuzz:
 	@FUZZTIME=$${FUZZTIME:-2m} bash hack/fuzz.sh
+
+# test/crash with ten times the CI runs: every crash point 30 times, 2000
+# kills at random moments (test/crash builds the plugins with -tags crashpoint).
+soak-crash: deps
+	BERTH_CRASH_REPS=30 BERTH_CRASH_RUNS=2000 $(GO) test -count=1 -timeout 60m -v -run 'TestCrash' ./test/crash/
 
 demo: deps build
 	$(GO) run ./hack/demo

@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/berthnet/berth/internal/crashpoint"
 	"github.com/berthnet/berth/pkg/cni"
 	"github.com/berthnet/berth/pkg/firewall"
 	"github.com/berthnet/berth/pkg/link"
@@ -93,6 +94,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
 	}
 	undo = append(undo, func() { _ = link.DelLink(host, hostName) })
+	crashpoint.Hit("bridge.add.veth")
 	if conf.HairpinMode {
 		if err := host.LinkSetHairpin(hostVeth, true); err != nil {
 			return cni.Errorf(cni.CodeKernel, "%s: hairpin on %s: %v", plugin, hostName, err)
@@ -102,6 +104,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := waitIPAM(); err != nil {
 		return err
 	}
+	crashpoint.Hit("bridge.add.ipam")
 	result := &current.Result{CNIVersion: current.ImplementedSpecVersion, IPs: ipam.IPs, Routes: ipam.Routes, DNS: ipam.DNS}
 	if result.DNS.IsEmpty() {
 		result.DNS = conf.DNS
@@ -142,6 +145,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 			return cni.Errorf(cni.CodeKernel, "%s: ipMasq: %v", plugin, err)
 		}
 		undo = append(undo, func() { _ = fw.DelMasq(m) })
+		crashpoint.Hit("bridge.add.masq")
 	}
 
 	result.Interfaces = []*current.Interface{
@@ -242,6 +246,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	ipamDone := make(chan error, 1)
 	go func() { ipamDone <- ipamFor(conf, args).Del() }()
 	tearErr := teardown(conf, args, prev)
+	crashpoint.Hit("bridge.del.teardown")
 	if err := <-ipamDone; err != nil && tearErr == nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/miekg/dns"
 
+	"github.com/berthnet/berth/internal/crashpoint"
 	"github.com/berthnet/berth/pkg/cni"
 	"github.com/berthnet/berth/pkg/dns/sidecar"
 	"github.com/berthnet/berth/pkg/registry"
@@ -279,6 +280,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := store.Put(ctx, e); err != nil {
 		return cni.Wrap(cni.CodeIOFailure, err, "%s: registering %s", plugin, args.ContainerID)
 	}
+	crashpoint.Hit("dnsname.add.registered")
 	committed := false
 	defer func() {
 		if committed {
@@ -292,6 +294,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := c.client(store).Notify(c.put(e), true); err != nil {
 		return cni.Wrap(cni.CodeTryAgain, err, "%s: dns server", plugin)
 	}
+	crashpoint.Hit("dnsname.add.notified")
 
 	res := prev
 	var servers []string
@@ -340,6 +343,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err := store.Delete(ctx, c.Name, args.ContainerID, args.IfName); err != nil {
 		return cni.Wrap(cni.CodeIOFailure, err, "%s: unregistering %s", plugin, args.ContainerID)
 	}
+	crashpoint.Hit("dnsname.del.unregistered")
 	if err := c.client(store).Notify(sidecar.Del(c.Name, registry.EntryName(args.ContainerID, args.IfName)), false); err != nil {
 		return cni.Wrap(cni.CodeTryAgain, err, "%s: dns server", plugin)
 	}

@@ -9,6 +9,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
+	"github.com/berthnet/berth/internal/crashpoint"
 	"github.com/berthnet/berth/pkg/cni"
 	"github.com/berthnet/berth/pkg/firewall"
 )
@@ -78,6 +79,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := pm.AddPorts(p); err != nil {
 		return cni.Wrap(cni.CodeKernel, err, "%s: publishing %s", plugin, mappingsString(maps))
 	}
+	crashpoint.Hit("portmap.add.ports")
 	committed := false
 	defer func() {
 		if !committed {
@@ -144,6 +146,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	// prevResult is optional on DEL: without it the entries are found by
 	// (container ID, ifname).
 	prev, _ := cni.PrevResult(plugin, &conf.NetConf)
+	crashpoint.Hit("portmap.del")
 	if err := pm.DelPorts(portMapOf(conf, args, maps, prev)); err != nil {
 		return cni.Wrap(cni.CodeKernel, err, "%s: removing port mappings", plugin)
 	}

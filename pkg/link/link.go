@@ -38,6 +38,13 @@ func OpenNS(path string) (*NS, error) {
 		}
 		return nil, fmt.Errorf("open netns %s: %w", path, err)
 	}
+	// Any file opens; only a namespace file (nsfs, or /proc/<pid>/ns/net
+	// on old kernels) can be entered, and the message should say so.
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(fd), &st); err != nil || (st.Type != unix.NSFS_MAGIC && st.Type != unix.PROC_SUPER_MAGIC) {
+		fd.Close()
+		return nil, fmt.Errorf("%s is not a network namespace", path)
+	}
 	// Only rtnetlink: a handle opens one socket per family it is given
 	// (all three by default), each with two setns calls to get there.
 	h, err := netlink.NewHandleAt(fd, unix.NETLINK_ROUTE)

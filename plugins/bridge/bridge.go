@@ -25,6 +25,10 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := cni.SafeContainerID(args.ContainerID); err != nil {
 		return cni.Errorf(cni.CodeInvalidEnv, "%s: CNI_CONTAINERID: %v", plugin, err)
 	}
+	// A bad ipam section must not leave a bridge behind.
+	if err := ipamFor(conf, args).Validate(); err != nil {
+		return err
+	}
 
 	host, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {

@@ -135,6 +135,13 @@ type Config struct {
 	Prefix string `json:"prefix,omitempty"`
 	// DialTimeout bounds connecting to etcd; default 5s.
 	DialTimeout time.Duration `json:"dialTimeout,omitempty"`
+	// CertFile and KeyFile are a client certificate for etcd started with
+	// --client-cert-auth; TrustedCAFile is the CA that signed etcd's
+	// server certificate (etcd's own flag names). Any of them makes TLS
+	// required: every endpoint must then be https:// (see ValidateEtcd).
+	CertFile      string `json:"certFile,omitempty"`
+	KeyFile       string `json:"keyFile,omitempty"`
+	TrustedCAFile string `json:"trustedCAFile,omitempty"`
 }
 
 // DefaultEtcdPrefix is where entries live in etcd unless Config.Prefix

@@ -138,6 +138,12 @@ func parseConfig(stdin []byte, lenient bool) (*Config, error) {
 		if len(c.Registry.Endpoints) == 0 {
 			return nil, cni.InvalidField(plugin, "registry.endpoints", "[]", "the etcd backend needs at least one endpoint")
 		}
+		if err := c.Registry.ValidateEtcd(); err != nil {
+			if lenient {
+				return nil, errNeverAdded
+			}
+			return nil, cni.Errorf(cni.CodeInvalidConfig, "%s: %v", plugin, err)
+		}
 	default:
 		if lenient {
 			return nil, errNeverAdded
@@ -177,7 +183,7 @@ func openRegistry(c *Config) (registry.Store, error) {
 	var s registry.Store
 	var err error
 	if c.Registry.Backend == registry.BackendEtcd {
-		s, err = etcdstore.Open(c.Registry.Endpoints, c.Registry.Prefix, c.Registry.DialTimeout)
+		s, err = etcdstore.OpenConfig(c.Registry)
 	} else {
 		s, err = registry.OpenFiles(c.Registry.Dir)
 	}

@@ -202,7 +202,7 @@ var cases = []hostileCase{
 	},
 	{
 		name: "netns path that does not exist", plugins: []string{"bridge", "tuning", "loopback"},
-		env:  setEnv("CNI_NETNS", "/run/netns/berth-no-such-netns"), code: cni.CodeInvalidNetNS, field: all("CNI_NETNS"),
+		env: setEnv("CNI_NETNS", "/run/netns/berth-no-such-netns"), code: cni.CodeInvalidNetNS, field: all("CNI_NETNS"),
 	},
 	{
 		name: "invalid CIDR", plugins: []string{"bridge", "host-local"},

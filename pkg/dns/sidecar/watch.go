@@ -40,9 +40,15 @@ func (s *server) follow(n bdns.Network, cfg *registry.Config, recs []bdns.Record
 	if w := s.watches[n.Name]; w != nil {
 		return w
 	}
+	// The plugin loaded the same TLS files before it started us: an error
+	// here (a file removed since) shows as failing watches in the log.
+	hc, err := cfg.HTTPClient()
+	if err != nil {
+		s.log.Printf("etcd watch of %s: %v", n.Name, err)
+	}
 	w := &watch{
 		network: n.Name, net: n, remote: map[string]bdns.Record{},
-		src: &registry.EtcdWatch{Endpoints: cfg.Endpoints, Prefix: cfg.Prefix, Network: n.Name},
+		src: &registry.EtcdWatch{Endpoints: cfg.Endpoints, Prefix: cfg.Prefix, Network: n.Name, Client: hc},
 	}
 	for _, r := range recs {
 		if r.Remote {

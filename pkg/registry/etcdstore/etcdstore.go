@@ -29,21 +29,35 @@ type Etcd struct {
 // DefaultEtcdPrefix is where entries live unless Config.Prefix says otherwise.
 const DefaultEtcdPrefix = registry.DefaultEtcdPrefix
 
-// OpenEtcd connects to etcd. The client dials lazily; the first request
-// fails (bounded by its context) if no endpoint answers.
+// Open connects to etcd over plain http (see OpenConfig for TLS). The
+// client dials lazily; the first request fails (bounded by its context) if
+// no endpoint answers.
 func Open(endpoints []string, prefix string, dialTimeout time.Duration) (*Etcd, error) {
 	if len(endpoints) == 0 {
 		return nil, errors.New("registry: etcd backend needs endpoints")
 	}
-	prefix = registry.EtcdPrefix(prefix)
+	return OpenConfig(&registry.Config{Backend: registry.BackendEtcd, Endpoints: endpoints, Prefix: prefix, DialTimeout: dialTimeout})
+}
+
+// OpenConfig connects to etcd as c says, with TLS (client certificate,
+// trusted CA) when c asks for it; c is checked with ValidateEtcd first.
+func OpenConfig(c *registry.Config) (*Etcd, error) {
+	if err := c.ValidateEtcd(); err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	tc, err := c.TLSConfig()
+	if err != nil {
+		return nil, err
+	}
+	dialTimeout := c.DialTimeout
 	if dialTimeout == 0 {
 		dialTimeout = 5 * time.Second
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: dialTimeout, Logger: zap.NewNop()})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints, DialTimeout: dialTimeout, TLS: tc, Logger: zap.NewNop()})
 	if err != nil {
-		return nil, fmt.Errorf("registry: etcd %v: %w", endpoints, err)
+		return nil, fmt.Errorf("registry: etcd %v: %w", c.Endpoints, err)
 	}
-	return &Etcd{cli: cli, prefix: prefix}, nil
+	return &Etcd{cli: cli, prefix: registry.EtcdPrefix(c.Prefix)}, nil
 }
 
 // Close closes the client.

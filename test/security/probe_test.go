@@ -58,26 +58,36 @@ func serveProbes(t testing.TB, n *nstest.NS, label string) {
 	}()
 }
 
+// probeTimeout bounds one probe. The first IPv6 packets to a container
+// added a moment ago can take a second to get through (its link-local
+// address is still tentative), so positive flows run first and a blocked
+// flow is waited for well past that.
+const probeTimeout = 3 * time.Second
+
 // probe reports whether from reaches addr with proto ("icmp", "tcp",
-// "udp"): for TCP and UDP, whether the server there answered want.
-func probe(from *nstest.NS, proto, addr, want string) (bool, error) {
+// "udp"): for TCP and UDP, whether the server on port (0: the probe
+// servers' port) answered want.
+func probe(from *nstest.NS, proto, addr string, port int, want string) (bool, error) {
 	switch proto {
 	case "icmp":
-		_, err := from.Exec("ping", "-c", "1", "-W", "1", addr)
+		_, err := from.Exec("ping", "-c", "1", "-W", fmt.Sprint(int(probeTimeout/time.Second)), addr)
 		return err == nil, err
 	case "tcp", "udp":
-		port := tcpPort
-		if proto == "udp" {
+		switch {
+		case port != 0:
+		case proto == "udp":
 			port = udpPort
+		default:
+			port = tcpPort
 		}
 		var got string
 		err := from.Do(func(ns.NetNS) error {
-			c, err := net.DialTimeout(proto, net.JoinHostPort(addr, fmt.Sprint(port)), time.Second)
+			c, err := net.DialTimeout(proto, net.JoinHostPort(addr, fmt.Sprint(port)), probeTimeout)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(time.Second))
+			_ = c.SetDeadline(time.Now().Add(probeTimeout))
 			if proto == "udp" {
 				if _, err := c.Write([]byte("probe")); err != nil {
 					return err
@@ -104,27 +114,35 @@ type flow struct {
 	from  *nstest.NS
 	proto string
 	addr  string
+	port  int // 0: the probe servers' port
 	want  string
 	ok    bool
 }
 
-// expectFlows runs the probes concurrently (blocked ones each wait out a
-// timeout) and reports every mismatch with got before want.
+// expectFlows runs the probes concurrently, those expected to pass first
+// (which also warms neighbour caches, so that a blocked flow is blocked by
+// policy, not by a path still being set up), and reports every mismatch
+// with got before want.
 func expectFlows(t *testing.T, flows []flow) {
 	t.Helper()
 	errs := make([]string, len(flows))
-	var wg sync.WaitGroup
-	for i, f := range flows {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			got, err := probe(f.from, f.proto, f.addr, f.want)
-			if got != f.ok {
-				errs[i] = fmt.Sprintf("%s: %s to %s: got reachable=%v (%v), want %v", f.what, f.proto, f.addr, got, err, f.ok)
+	for _, pass := range []bool{true, false} {
+		var wg sync.WaitGroup
+		for i, f := range flows {
+			if f.ok != pass {
+				continue
 			}
-		}()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				got, err := probe(f.from, f.proto, f.addr, f.port, f.want)
+				if got != f.ok {
+					errs[i] = fmt.Sprintf("%s: %s to %s port %d: got reachable=%v (%v), want %v", f.what, f.proto, f.addr, f.port, got, err, f.ok)
+				}
+			}()
+		}
+		wg.Wait()
 	}
-	wg.Wait()
 	for _, e := range errs {
 		if e != "" {
 			t.Error(e)

@@ -35,7 +35,7 @@ func TestHostIPBound(t *testing.T) {
 			list := e.Conflist([]byte(`{"cniVersion":"1.1.0","name":"pubnet","plugins":[
 				{"type":"bridge","bridge":"br-pub","isGateway":true,"isDefaultGateway":true,"ipMasq":true,
 				 "ipam":{"type":"host-local","ranges":[[{"subnet":"10.42.0.0/24"}],[{"subnet":"fd42::/64"}]]}},
-				{"type":"portmap","capabilities":{"portMappings":true},"backend":"`+backend+`"}]}`))
+				{"type":"portmap","capabilities":{"portMappings":true},"backend":"` + backend + `"}]}`))
 			c := e.Run(list, "pub1", func(rc *libcni.RuntimeConf) {
 				rc.CapabilityArgs = map[string]any{"portMappings": []map[string]any{
 					{"hostPort": 8080, "containerPort": tcpPort, "protocol": "tcp", "hostIP": bound4},

@@ -2,10 +2,10 @@ package security
 
 import (
 	"fmt"
-	"strconv"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 

@@ -39,10 +39,12 @@ fuzz:
 soak-fuzz:
 	@FUZZTIME=$${FUZZTIME:-2m} bash hack/fuzz.sh
 
-# test/crash with ten times the CI runs: every crash point 30 times, 2000
-# kills at random moments (test/crash builds the plugins with -tags crashpoint).
+# test/crash with more runs than CI: every crash point 30 times per backend,
+# 2000 random moments per backend (test/crash builds the plugins with -tags
+# crashpoint itself).
 soak-crash: deps
-	BERTH_CRASH_REPS=30 BERTH_CRASH_RUNS=2000 $(GO) test -count=1 -timeout 60m -v -run 'TestCrash' ./test/crash/
+	BERTH_CRASH_REPS=30 BERTH_CRASH_RUNS=2000 BERTH_CRASH_RANDOM_BACKENDS="nftables iptables" \
+		$(GO) test -count=1 -timeout 90m -v -run 'TestCrash' ./test/crash/
 
 demo: deps build
 	$(GO) run ./hack/demo

@@ -45,8 +45,14 @@ func envInt(t testing.TB, key string, def int) int {
 // (veth, reservation, nftables element, registry entry, libcni cache
 // entry), that the bystander kept everything, and that the next ADD works.
 func TestCrashPoints(t *testing.T) {
-	r := newRig(t)
-	reps := envInt(t, "BERTH_CRASH_REPS", 3)
+	for _, backend := range []string{"nftables", "iptables"} {
+		t.Run(backend, func(t *testing.T) { crashPoints(t, backend) })
+	}
+}
+
+func crashPoints(t *testing.T, backend string) {
+	r := newRig(t, backend)
+	reps := envInt(t, "BERTH_CRASH_REPS", 2)
 	n, kills := 0, 0
 	for rep := 0; rep < reps; rep++ {
 		for _, p := range addPoints {
@@ -105,8 +111,19 @@ func isKill(err error) bool {
 // recovers as a runtime does and checks for leaks. Every tenth run, and
 // after the last, a clean ADD proves the network usable.
 func TestCrashRandom(t *testing.T) {
-	r := newRig(t)
-	runs := envInt(t, "BERTH_CRASH_RUNS", 167)
+	// CI: nftables (the default backend); make soak-crash adds iptables.
+	backends := strings.Fields(os.Getenv("BERTH_CRASH_RANDOM_BACKENDS"))
+	if len(backends) == 0 {
+		backends = []string{"nftables"}
+	}
+	for _, b := range backends {
+		t.Run(b, func(t *testing.T) { crashRandom(t, b) })
+	}
+}
+
+func crashRandom(t *testing.T, backend string) {
+	r := newRig(t, backend)
+	runs := envInt(t, "BERTH_CRASH_RUNS", 156)
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("BERTH_CRASH_SEED"); s != "" {
 		seed, _ = strconv.ParseUint(s, 10, 64)

@@ -53,7 +53,7 @@ type rig struct {
 	vicLink  *netlink.Handle
 }
 
-func newRig(t testing.TB) *rig {
+func newRig(t testing.TB, backend string) *rig {
 	t.Helper()
 	nstest.RequireRoot(t)
 	host := nstest.NewNS(t, "host")
@@ -71,12 +71,27 @@ func newRig(t testing.TB) *rig {
 	})
 	rt := &nstest.Runtime{Runtime: sandbox.NewRuntime(host.NS, r.cache, nstest.CNIPath(t)), Host: host}
 	r.env = &nstest.Env{T: t, Host: host, RT: rt, DataDir: t.TempDir()}
-	r.list = r.env.Conflist([]byte(chain))
+	r.list = r.env.Conflist([]byte(chain), setBackend(backend))
 	r.hostLink = handleIn(t, host)
 	r.by = r.env.Run(r.list, "bystander0", publish(9090))
 	r.victim = nstest.NewNS(t, "victim")
 	r.vicLink = handleIn(t, r.victim)
 	return r
+}
+
+// setBackend picks the firewall backend of every plugin of the chain.
+func setBackend(backend string) func(map[string]any) {
+	return func(m map[string]any) {
+		for _, p := range m["plugins"].([]any) {
+			pm := p.(map[string]any)
+			switch pm["type"] {
+			case "bridge":
+				pm["ipMasqBackend"] = backend
+			case "firewall", "portmap":
+				pm["backend"] = backend
+			}
+		}
+	}
 }
 
 func handleIn(t testing.TB, n *nstest.NS) *netlink.Handle {
@@ -159,10 +174,7 @@ func (r *rig) leaks(id string) []string {
 	if n := len(filesNaming(r.t, r.env.DataDir, r.by.ID)); n < 2 {
 		out = append(out, fmt.Sprintf("bystander has %d state files, want its reservation and registry entry", n))
 	}
-	rules, err := r.env.Host.Exec("nft", "list", "ruleset")
-	if err != nil {
-		r.t.Fatal(err)
-	}
+	rules := r.rules()
 	if strings.Contains(rules, id+"/") {
 		out = append(out, "nftables elements tagged "+id)
 	}
@@ -173,6 +185,22 @@ func (r *rig) leaks(id string) []string {
 		out = append(out, fmt.Sprintf("%d DNS sidecars, want 1 (the bystander's network)", n))
 	}
 	return out
+}
+
+// rules is the host namespace's firewall as text: the nftables ruleset and
+// the iptables rules with their comments (iptables-nft rules show their
+// comments only there), both carrying the owner tags.
+func (r *rig) rules() string {
+	r.t.Helper()
+	var b strings.Builder
+	for _, cmd := range [][]string{{"nft", "list", "ruleset"}, {"iptables-save"}, {"ip6tables-save"}} {
+		out, err := r.env.Host.Exec(cmd...)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		b.WriteString(out)
+	}
+	return b.String()
 }
 
 // filesNaming lists files under dir (logs aside) whose name or content
@@ -285,10 +313,7 @@ func (r *rig) finish() {
 	for _, f := range append(filesNaming(r.t, r.env.DataDir, "victim"), filesNaming(r.t, r.env.DataDir, r.by.ID)...) {
 		r.t.Errorf("left after the last DEL: %s", f)
 	}
-	rules, err := r.env.Host.Exec("nft", "list", "ruleset")
-	if err != nil {
-		r.t.Fatal(err)
-	}
+	rules := r.rules()
 	if strings.Contains(rules, "victim") || strings.Contains(rules, r.by.ID+"/") {
 		r.t.Errorf("nftables elements of an attachment left after the last DEL:\n%s", rules)
 	}

@@ -226,6 +226,32 @@ var cases = []hostileCase{
 		code: cni.CodeInvalidConfig, field: tenMBField,
 	},
 	{name: "10 MB hostIP", plugins: []string{"portmap"}, conf: portMapping("hostIP", tenMB), code: cni.CodeInvalidConfig, field: all("hostIP")},
+	{
+		name: "route to an invalid CIDR", plugins: []string{"bridge", "host-local"},
+		conf: func(_ string, c map[string]any) {
+			c["ipam"].(map[string]any)["routes"] = []any{map[string]any{"dst": "0.0.0.0/99"}}
+		},
+		code: cni.CodeInvalidConfig, field: all("routes[0]"),
+	},
+	{
+		name: "gateway outside the subnet", plugins: []string{"bridge", "host-local"},
+		conf: func(_ string, c map[string]any) { c["ipam"].(map[string]any)["gateway"] = "10.99.0.1" },
+		code: cni.CodeInvalidConfig, field: all("gateway"),
+	},
+	{
+		name: "runtimeConfig.ips not an address", plugins: []string{"bridge", "host-local"},
+		conf: func(_ string, c map[string]any) { c["runtimeConfig"] = map[string]any{"ips": []any{"10.98.0.300/24"}} },
+		code: cni.CodeInvalidConfig, field: all("runtimeConfig.ips[0]"),
+	},
+	{
+		name: "CNI_ARGS IP not an address", plugins: []string{"bridge", "host-local"},
+		env:  setEnv("CNI_ARGS", "IgnoreUnknown=1;IP=10.98.0.300"), code: cni.CodeInvalidConfig, field: all("CNI_ARGS IP[0]"),
+	},
+	{
+		name: "portMappings not a list", plugins: []string{"portmap"},
+		conf: func(_ string, c map[string]any) { c["runtimeConfig"] = map[string]any{"portMappings": "8080:80"} },
+		code: cni.CodeDecode, field: all("portMappings"),
+	},
 	{name: "hostPort 70000", plugins: []string{"portmap"}, conf: portMapping("hostPort", 70000), code: cni.CodeInvalidConfig, field: all("hostPort")},
 	{name: "hostPort 0", plugins: []string{"portmap"}, conf: portMapping("hostPort", 0), code: cni.CodeInvalidConfig, field: all("hostPort")},
 	{name: "containerPort -1", plugins: []string{"portmap"}, conf: portMapping("containerPort", -1), code: cni.CodeInvalidConfig, field: all("containerPort")},

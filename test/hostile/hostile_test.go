@@ -245,7 +245,7 @@ var cases = []hostileCase{
 	},
 	{
 		name: "CNI_ARGS IP not an address", plugins: []string{"bridge", "host-local"},
-		env:  setEnv("CNI_ARGS", "IgnoreUnknown=1;IP=10.98.0.300"), code: cni.CodeInvalidConfig, field: all("CNI_ARGS IP[0]"),
+		env: setEnv("CNI_ARGS", "IgnoreUnknown=1;IP=10.98.0.300"), code: cni.CodeInvalidConfig, field: all("CNI_ARGS IP[0]"),
 	},
 	{
 		name: "portMappings not a list", plugins: []string{"portmap"},

@@ -107,6 +107,10 @@ func (s *server) resync(w *watch) error {
 	}
 	fresh := map[string]bdns.Record{}
 	for _, e := range entries {
+		if err := CheckRemote(e, w.network, ""); err != nil {
+			s.log.Printf("etcd watch of %s: ignoring an entry: %v", w.network, err)
+			continue
+		}
 		n, rec := FromEntry(e, s.self)
 		if rec.Remote {
 			fresh[rec.Key] = rec
@@ -140,6 +144,10 @@ func (s *server) applyEvent(w *watch, ev registry.WatchEvent) {
 			delete(w.remote, ev.Key)
 			s.table.Remove(w.network, ev.Key)
 		}
+		return
+	}
+	if err := CheckRemote(ev.Entry, w.network, ev.Key); err != nil {
+		s.log.Printf("etcd watch of %s: ignoring %s: %v", w.network, ev.Key, err)
 		return
 	}
 	n, rec := FromEntry(ev.Entry, s.self)

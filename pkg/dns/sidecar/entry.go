@@ -47,7 +47,7 @@ func CheckRemote(e *registry.Entry, network, key string) error {
 	if e.Network != network {
 		return fmt.Errorf("entry of network %q under network %q", e.Network, network)
 	}
-	if k := registry.EntryName(e.ContainerID, e.IfName); key != "" && k != key {
+	if k := registry.EntryName(e.ContainerID, e.IfName); k != key {
 		return fmt.Errorf("entry %s under key %s", k, key)
 	}
 	for _, p := range e.IPs {

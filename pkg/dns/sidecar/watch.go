@@ -107,7 +107,9 @@ func (s *server) resync(w *watch) error {
 	}
 	fresh := map[string]bdns.Record{}
 	for _, e := range entries {
-		if err := CheckRemote(e, w.network, ""); err != nil {
+		// A snapshot's entries come without their keys: only an entry's
+		// own key can have held it.
+		if err := CheckRemote(e, w.network, registry.EntryName(e.ContainerID, e.IfName)); err != nil {
 			s.log.Printf("etcd watch of %s: ignoring an entry: %v", w.network, err)
 			continue
 		}

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/berthnet/berth/internal/crashpoint"
 )
 
 // backup holds what an ADD changed, with the values from before, so DEL
@@ -80,11 +82,22 @@ func saveBackup(file string, b *backup) error {
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("closing %s: %w", tmp.Name(), err)
 	}
+	crashpoint.Hit("tuning.save.written")
 	if err := os.Rename(tmp.Name(), file); err != nil {
 		return fmt.Errorf("renaming to %s: %w", file, err)
 	}
 	committed = true
 	return nil
+}
+
+// removeTemps removes the temporary files of file's attachment that a
+// writer killed before its rename left (saveBackup's names). Container IDs
+// and interface names hold no glob characters (both are validated).
+func removeTemps(file string) {
+	stale, _ := filepath.Glob(filepath.Join(filepath.Dir(file), ".tmp-"+filepath.Base(file)+"-*"))
+	for _, p := range stale {
+		_ = os.Remove(p)
+	}
 }
 
 func removeBackup(file string) error {

@@ -164,6 +164,9 @@ func cmdDel(args *skel.CmdArgs) error {
 		return err
 	}
 	file := backupPath(c.DataDir, args.ContainerID, args.IfName)
+	// An ADD killed while saving left its temporary file, even when no
+	// backup made it into place.
+	removeTemps(file)
 	b, err := loadBackup(file)
 	if err != nil {
 		return cni.Errorf(cni.CodeIOFailure, "%s: %v", plugin, err)

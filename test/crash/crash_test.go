@@ -17,7 +17,7 @@ import (
 var (
 	addPoints = []string{
 		"bridge.add.veth", "bridge.add.ipam", "bridge.add.masq",
-		"firewall.add.rules", "portmap.add.ports",
+		"tuning.save.written", "firewall.add.rules", "portmap.add.ports",
 		"dnsname.add.registered", "dnsname.add.notified",
 	}
 	delPoints = []string{
@@ -123,7 +123,7 @@ func TestCrashRandom(t *testing.T) {
 
 func crashRandom(t *testing.T, backend string) {
 	r := newRig(t, backend)
-	runs := envInt(t, "BERTH_CRASH_RUNS", 156)
+	runs := envInt(t, "BERTH_CRASH_RUNS", 152)
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("BERTH_CRASH_SEED"); s != "" {
 		seed, _ = strconv.ParseUint(s, 10, 64)

@@ -23,7 +23,7 @@ import (
 )
 
 // chain is the Docker-like network every crash run uses: bridge with
-// masquerade, isolation, published ports and names.
+// masquerade, a sysctl, isolation, published ports and names.
 const chain = `{
   "cniVersion": "1.1.0",
   "name": "crashnet",
@@ -32,6 +32,7 @@ const chain = `{
       "type": "bridge", "bridge": "br-crash", "isGateway": true, "ipMasq": true,
       "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.99.0.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]}
     },
+    {"type": "tuning", "sysctl": {"net.ipv4.conf.IFNAME.rp_filter": "2"}},
     {"type": "firewall", "ingressPolicy": "same-bridge"},
     {"type": "portmap", "capabilities": {"portMappings": true}},
     {"type": "dnsname", "internal": true}

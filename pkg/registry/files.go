@@ -68,7 +68,18 @@ func (f *Files) Put(_ context.Context, e *Entry) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
+	sweepTemp(dir)
 	return writeAtomic(filepath.Join(dir, EntryName(e.ContainerID, e.IfName)+".json"), b)
+}
+
+// sweepTemp removes temporary files a writer killed before its rename left
+// in a network's directory. Called with the network's lock held: only
+// holders write there, so every temporary file found is stale.
+func sweepTemp(dir string) {
+	stale, _ := filepath.Glob(filepath.Join(dir, ".tmp-*"))
+	for _, p := range stale {
+		_ = os.Remove(p)
+	}
 }
 
 func writeAtomic(path string, b []byte) error {
@@ -136,6 +147,7 @@ func (f *Files) Delete(_ context.Context, network, containerID, ifName string) e
 	if err := os.Remove(filepath.Join(dir, EntryName(containerID, ifName)+".json")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("registry: %w", err)
 	}
+	sweepTemp(dir)
 	// Fails harmlessly (ENOTEMPTY, ENOENT) unless this was the last entry.
 	_ = os.Remove(dir)
 	return nil

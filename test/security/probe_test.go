@@ -58,11 +58,10 @@ func serveProbes(t testing.TB, n *nstest.NS, label string) {
 	}()
 }
 
-// probeTimeout bounds one probe. The first IPv6 packets to a container
-// added a moment ago can take a second to get through (its link-local
-// address is still tentative), so positive flows run first and a blocked
-// flow is waited for well past that.
-const probeTimeout = 3 * time.Second
+// probeTimeout bounds one probe: a blocked flow is one that gets no
+// answer in that time. Positive flows run first (see expectFlows), so a
+// path still being set up cannot pass for a blocked one.
+const probeTimeout = 2 * time.Second
 
 // probe reports whether from reaches addr with proto ("icmp", "tcp",
 // "udp"): for TCP and UDP, whether the server on port (0: the probe

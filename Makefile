@@ -7,7 +7,7 @@ BIN     := $(CURDIR)/bin
 PREFIX  ?= /opt/cni/bin
 export BERTH_CNI_PATH := $(BIN)
 
-.PHONY: all build deps test test-vm unit lint demo bench install clean
+.PHONY: all build deps test test-vm unit lint demo bench install clean fuzz soak-fuzz soak-crash
 
 all: build
 
@@ -22,7 +22,7 @@ deps:
 
 # The whole suite: unit tests and integration tests (real namespaces, real
 # binaries). Needs root.
-test: deps build lint
+test: deps build lint fuzz
 	$(GO) test -count=1 -timeout 40m ./...
 	$(MAKE) test-vm
 
@@ -38,6 +38,21 @@ unit:
 
 lint:
 	@bash hack/lint.sh
+
+# Every Go fuzz target (config decoders, CNI_ARGS, runtimeConfig,
+# prevResult) for a few seconds each; soak-fuzz for minutes each.
+fuzz:
+	@FUZZTIME=$${FUZZTIME:-4s} bash hack/fuzz.sh
+
+soak-fuzz:
+	@FUZZTIME=$${FUZZTIME:-2m} bash hack/fuzz.sh
+
+# test/crash with more runs than CI: every crash point 30 times per backend,
+# 2000 random moments per backend (test/crash builds the plugins with -tags
+# crashpoint itself).
+soak-crash: deps
+	BERTH_CRASH_REPS=30 BERTH_CRASH_RUNS=2000 BERTH_CRASH_RANDOM_BACKENDS="nftables iptables" \
+		$(GO) test -count=1 -timeout 90m -v -run 'TestCrash' ./test/crash/
 
 demo: deps build
 	$(GO) run ./hack/demo
@@ -57,7 +72,7 @@ clean:
 # cycles by 32 workers over Docker's chain, then a leak audit (`make test`
 # runs 1000; BERTH_STORM_CYCLES and BERTH_STORM_WORKERS scale it).
 .PHONY: soak soak-storm
-soak: soak-storm
+soak: soak-storm soak-crash soak-fuzz
 
 soak-storm: deps build
 	BERTH_STORM_CYCLES=20000 $(GO) test -count=1 -timeout 8h -run 'TestStorm$$' -v ./test/storm/

@@ -5,6 +5,7 @@ package atomicfile
 import (
 	"errors"
 	"fmt"
+	"github.com/berthnet/berth/internal/crashpoint"
 	"os"
 	"path/filepath"
 
@@ -12,8 +13,9 @@ import (
 )
 
 type options struct {
-	tmpDir string
-	sync   bool
+	tmpDir     string
+	crashPoint string
+	sync       bool
 }
 
 // Option changes how Write writes.
@@ -25,6 +27,15 @@ type Option func(*options)
 // on another filesystem than the target, Write falls back to writing the
 // target in place.
 func TempDir(dir string) Option { return func(o *options) { o.tmpDir = dir } }
+
+// TempPrefix starts the name of every temporary file Write makes: a
+// sweeper of files a writer killed before its rename left looks for it.
+const TempPrefix = ".tmp-"
+
+// CrashPoint names a crash point (internal/crashpoint) between writing the
+// temporary file and renaming it, where a kill leaves a temporary file
+// behind, so tests can prove it is swept.
+func CrashPoint(name string) Option { return func(o *options) { o.crashPoint = name } }
 
 // Sync flushes the data to disk before the rename, for state on disk that
 // must survive a power loss in its new form. State on tmpfs (/run) needs no
@@ -39,7 +50,7 @@ func Write(path string, data []byte, opts ...Option) error {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	f, err := os.CreateTemp(o.tmpDir, ".tmp-"+filepath.Base(path)+"-*")
+	f, err := os.CreateTemp(o.tmpDir, TempPrefix+filepath.Base(path)+"-*")
 	if err != nil {
 		return err
 	}
@@ -61,6 +72,9 @@ func Write(path string, data []byte, opts ...Option) error {
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("closing %s: %w", tmp, err)
+	}
+	if o.crashPoint != "" {
+		crashpoint.Hit(o.crashPoint)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		if errors.Is(err, unix.EXDEV) {

@@ -1,9 +1,11 @@
-// Package crashpoint lets tests kill a plugin at a named point (kill -9,
-// no deferred cleanup) to prove that what a crash leaves behind is
-// cleaned by GC. Hit is a no-op unless the binary is built with
-// `-tags crashpoint`; then it SIGKILLs its own process when the
-// environment variable BERTH_CRASHPOINT equals the point's name.
+//go:build !crashpoint
+
+// Package crashpoint marks the steps of an ADD or DEL where a crash leaves
+// the most half-done state, so that tests can kill a plugin exactly there.
+// In normal builds Hit does nothing and costs nothing; binaries built with
+// -tags crashpoint kill themselves at the point named by BERTH_CRASHPOINT
+// (see crashpoint_on.go). Only test/crash builds them.
 package crashpoint
 
-// Env names the crash point to stop at.
-const Env = "BERTH_CRASHPOINT"
+// Hit marks a crash point; a no-op without the crashpoint build tag.
+func Hit(string) {}

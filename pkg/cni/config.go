@@ -42,6 +42,12 @@ func PrevResult(plugin string, conf *types.NetConf) (*current.Result, error) {
 	if conf.RawPrevResult == nil {
 		return nil, nil
 	}
+	// The CNI library's conversion dereferences list entries without
+	// checking them (a null interface in a 0.4.0 result panics it), and
+	// plugins index interfaces by ips[].interface: check the shape first.
+	if err := checkPrevShape(conf.RawPrevResult); err != nil {
+		return nil, Errorf(CodeDecode, "%s: prevResult: %v", plugin, err)
+	}
 	if err := version.ParsePrevResult(conf); err != nil {
 		return nil, Errorf(CodeDecode, "%s: prevResult: %v", plugin, err)
 	}
@@ -49,7 +55,57 @@ func PrevResult(plugin string, conf *types.NetConf) (*current.Result, error) {
 	if err != nil {
 		return nil, Errorf(CodeDecode, "%s: prevResult: converting to %s: %v", plugin, current.ImplementedSpecVersion, err)
 	}
+	for i, ipc := range res.IPs {
+		_, bits := ipc.Address.Mask.Size()
+		if ipc.Address.IP == nil || bits == 0 || (ipc.Address.IP.To4() != nil) != (bits == 32) {
+			return nil, Errorf(CodeDecode, "%s: prevResult: ips[%d].address %q: not an address with a prefix length of its family", plugin, i, ipc.Address.String())
+		}
+	}
 	return res, nil
+}
+
+// checkPrevShape checks a raw prevResult's lists: interfaces, ips and
+// routes hold objects (never null), and every ips[].interface is an index
+// into interfaces.
+func checkPrevShape(raw map[string]any) error {
+	count := func(key string) (int, error) {
+		v, ok := raw[key]
+		if !ok || v == nil {
+			return 0, nil
+		}
+		list, ok := v.([]any)
+		if !ok {
+			return 0, fmt.Errorf("%s: must be a list", key)
+		}
+		for i, e := range list {
+			if _, ok := e.(map[string]any); !ok {
+				return 0, fmt.Errorf("%s[%d]: must be an object", key, i)
+			}
+		}
+		return len(list), nil
+	}
+	nIfaces, err := count("interfaces")
+	if err != nil {
+		return err
+	}
+	if _, err := count("routes"); err != nil {
+		return err
+	}
+	if _, err := count("ips"); err != nil {
+		return err
+	}
+	ips, _ := raw["ips"].([]any)
+	for i, e := range ips {
+		v, ok := e.(map[string]any)["interface"]
+		if !ok || v == nil {
+			continue
+		}
+		n, ok := v.(float64)
+		if !ok || n != float64(int(n)) || n < 0 || int(n) >= nIfaces {
+			return fmt.Errorf("ips[%d].interface %v: not an index into the %d interfaces", i, v, nIfaces)
+		}
+	}
+	return nil
 }
 
 // NeedPrevResult is PrevResult for what cannot work without one (a chained

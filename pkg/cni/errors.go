@@ -7,6 +7,7 @@ package cni
 import (
 	"errors"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/containernetworking/cni/pkg/types"
 )
@@ -41,7 +42,22 @@ const (
 //
 //	cni.Errorf(cni.CodeInvalidConfig, "bridge: mtu 70000: must be between 68 and 65535")
 func Errorf(code uint, format string, a ...any) *types.Error {
-	return types.NewError(code, fmt.Sprintf(format, a...), "")
+	return types.NewError(code, clip(fmt.Sprintf(format, a...)), "")
+}
+
+// maxMsg bounds an error message: one that quotes a hostile value (a
+// 10 MB string in a config) must not become a 10 MB answer.
+const maxMsg = 1024
+
+func clip(msg string) string {
+	if len(msg) <= maxMsg {
+		return msg
+	}
+	n := maxMsg
+	for n > 0 && !utf8.RuneStart(msg[n]) {
+		n--
+	}
+	return msg[:n] + fmt.Sprintf("… (%d bytes cut)", len(msg)-n)
 }
 
 // InvalidField is the code-7 error for a field with a bad value, worded
@@ -60,7 +76,7 @@ func Wrap(code uint, err error, format string, a ...any) *types.Error {
 	prefix := fmt.Sprintf(format, a...)
 	var ce *types.Error
 	if errors.As(err, &ce) {
-		return types.NewError(ce.Code, prefix+": "+ce.Msg, ce.Details)
+		return types.NewError(ce.Code, clip(prefix+": "+ce.Msg), clip(ce.Details))
 	}
-	return types.NewError(code, prefix+": "+err.Error(), "")
+	return types.NewError(code, clip(prefix+": "+err.Error()), "")
 }

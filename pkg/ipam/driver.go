@@ -46,6 +46,17 @@ func (d Driver) wrap(err error) error {
 	return cni.Wrap(cni.CodeDelegate, err, "%s: ipam %s", d.Plugin, d.Type)
 }
 
+// Validate checks an in-process host-local config (microseconds), so that
+// a main plugin refuses a bad one before it creates anything; an IPAM run
+// by exec validates its own config when it runs.
+func (d Driver) Validate() error {
+	if !d.inProcess() {
+		return nil
+	}
+	_, err := Parse(d.Args.StdinData, d.Args.Args)
+	return d.wrap(err)
+}
+
 // Add reserves the attachment's addresses and returns them.
 func (d Driver) Add() (*current.Result, error) {
 	res, _, err := d.reserve()

@@ -132,7 +132,18 @@ func Open(dataDir, network string, create bool) (*Store, error) {
 		_ = lock.Close()
 		return nil, err
 	}
+	s.sweepTemp()
 	return s, nil
+}
+
+// sweepTemp removes temporary files that a writer killed between creating
+// and renaming them left in the network's index directory. The network's
+// lock is held, and only holders write there, so any such file is stale.
+func (s *Store) sweepTemp() {
+	stale, _ := filepath.Glob(filepath.Join(s.index, tmpPrefix+"*"))
+	for _, p := range stale {
+		_ = os.Remove(p)
+	}
 }
 
 // lockFile opens (creating) path and takes an exclusive flock on it,
@@ -425,7 +436,7 @@ func (s *Store) Reserve(a netip.Addr, o Owner, rangeID int) (bool, error) {
 		b, _ := os.ReadFile(last)
 		s.lastOrig[rangeID] = b
 	}
-	if err := writeAtomic(s.meta, last, []byte(a.String())); err != nil {
+	if err := writeAtomic(s.index, last, []byte(a.String())); err != nil {
 		_ = s.Release(a, o)
 		return false, fmt.Errorf("recording last reserved address: %w", err)
 	}
@@ -437,7 +448,7 @@ func (s *Store) Reserve(a netip.Addr, o Owner, rangeID int) (bool, error) {
 // temporary file first and hard-linked into place (link fails on an existing
 // name, like O_EXCL).
 func (s *Store) createExclusive(path string, data []byte) (bool, error) {
-	f, err := os.CreateTemp(s.meta, "tmp-")
+	f, err := os.CreateTemp(s.index, tmpPrefix+"*")
 	if err != nil {
 		return false, err
 	}
@@ -517,7 +528,7 @@ func (s *Store) RestoreLast() error {
 			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				errs = append(errs, err)
 			}
-		} else if err := writeAtomic(s.meta, path, b); err != nil {
+		} else if err := writeAtomic(s.index, path, b); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -536,6 +547,11 @@ func (s *Store) LastReserved(rangeID int) (netip.Addr, bool) {
 	a, err := netip.ParseAddr(strings.TrimSpace(string(b)))
 	return a.Unmap(), err == nil
 }
+
+// tmpPrefix names temporary files: a store's live in its network's index
+// directory (swept under the network's lock, see sweepTemp), the subnet
+// table's in .berth/subnets.tmp (swept under its lock).
+const tmpPrefix = atomicfile.TempPrefix
 
 // writeAtomic writes data to a temporary file in tmpDir and renames it to
 // path, so readers see the old or the new content; tmpDir keeps the

@@ -287,3 +287,51 @@ func TestIndexCheckedAgainstFiles(t *testing.T) {
 		t.Fatalf("ByOwner(c0): got %v %v, want [10.1.0.2]", got, err)
 	}
 }
+
+// TestKilledWriterTempSwept: a plugin killed between writing a temporary
+// file and renaming it into place (test/crash found these piling up, each
+// naming a container) leaves nothing once the store or the subnet table is
+// opened again under its lock.
+func TestKilledWriterTempSwept(t *testing.T) {
+	dataDir := t.TempDir()
+	s := openStore(t, dataDir)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	subs, err := OpenSubnets(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := subs.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// What writeAtomic and createExclusive leave when killed before the
+	// rename or link.
+	leftovers := []string{
+		filepath.Join(dataDir, metaDirName, "index", "net1", tmpPrefix+"123"),
+		filepath.Join(dataDir, metaDirName, "subnets.tmp", tmpPrefix+"456"),
+	}
+	for _, p := range leftovers {
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("victim\neth0"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s = openStore(t, dataDir)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if subs, err = OpenSubnets(dataDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := subs.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range leftovers {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s: got %v after reopening, want it removed", p, err)
+		}
+	}
+}

@@ -29,6 +29,7 @@ import (
 // store.
 type Subnets struct {
 	path   string
+	tmpDir string // temporary files of path, swept under the lock
 	lock   *os.File
 	chosen map[string]map[string]netip.Prefix // network -> range key -> subnet
 	dirty  bool
@@ -44,7 +45,12 @@ func OpenSubnets(dataDir string) (*Subnets, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Subnets{path: filepath.Join(meta, "subnets.json"), lock: lock, chosen: map[string]map[string]netip.Prefix{}}
+	s := &Subnets{path: filepath.Join(meta, "subnets.json"), tmpDir: filepath.Join(meta, "subnets.tmp"), lock: lock, chosen: map[string]map[string]netip.Prefix{}}
+	// A writer killed before its rename left its temporary file here.
+	if err := os.RemoveAll(s.tmpDir); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("sweeping %s: %w", s.tmpDir, err)
+	}
 	b, err := os.ReadFile(s.path)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		lock.Close()
@@ -65,7 +71,9 @@ func (s *Subnets) Close() error {
 	if s.dirty {
 		var b []byte
 		if b, err = json.MarshalIndent(s.chosen, "", "  "); err == nil {
-			err = writeAtomic(filepath.Dir(s.path), s.path, b)
+			if err = os.MkdirAll(s.tmpDir, 0o700); err == nil {
+				err = writeAtomic(s.tmpDir, s.path, b)
+			}
 		}
 		if err != nil {
 			err = fmt.Errorf("saving %s: %w", s.path, err)

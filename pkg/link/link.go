@@ -35,6 +35,13 @@ func OpenNS(path string) (*NS, error) {
 		}
 		return nil, fmt.Errorf("open netns %s: %w", path, err)
 	}
+	// Any file opens; only a namespace file (nsfs, or /proc/<pid>/ns/net
+	// on old kernels) can be entered, and the message should say so.
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(fd), &st); err != nil || (st.Type != unix.NSFS_MAGIC && st.Type != unix.PROC_SUPER_MAGIC) {
+		fd.Close()
+		return nil, fmt.Errorf("%s is not a network namespace", path)
+	}
 	// Only rtnetlink: a handle opens one socket per family it is given
 	// (all three by default), each with two setns calls to get there.
 	h, err := netlink.NewHandleAt(fd, unix.NETLINK_ROUTE)
@@ -81,7 +88,7 @@ func EnsureBridge(h *netlink.Handle, name string, mtu int, promisc bool) (*netli
 		attrs := netlink.NewLinkAttrs()
 		attrs.Name = name
 		attrs.MTU = mtu
-		attrs.Flags = net.FlagUp
+		// Made down: DAD is turned off (below) before it comes up.
 		// A MAC given at creation is pinned (NET_ADDR_SET). Without it a
 		// bridge takes the lowest MAC among its ports and changes it as
 		// containers come and go, leaving every container's ARP entry for
@@ -110,6 +117,9 @@ func EnsureBridge(h *netlink.Handle, name string, mtu int, promisc bool) (*netli
 		}
 		if l, err = h.LinkByName(name); err != nil {
 			return nil, fmt.Errorf("look up bridge %s: %w", name, err)
+		}
+		if err := noDAD(name); err != nil {
+			return nil, err
 		}
 	}
 	br, ok := l.(*netlink.Bridge)
@@ -205,6 +215,23 @@ func DelLink(h *netlink.Handle, name string) error {
 	}
 	if err := h.LinkDel(l); err != nil && !IsNotFound(err) {
 		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// noDAD turns off duplicate address detection on a new bridge, before it
+// comes up. While a device's link-local address is tentative (DAD's second
+// or two) the kernel sends no neighbour solicitation from it, so IPv6
+// traffic forwarded to the first containers of a new network was dropped
+// until DAD ended. The address derives from the bridge's random MAC, and
+// the addresses berth puts on it skip DAD already (see addr). A host
+// without IPv6 has no such file.
+//
+// Same as: sysctl -w net.ipv6.conf.NAME.accept_dad=0
+func noDAD(name string) error {
+	err := WriteSysctl(SysctlPath("net/ipv6/conf/"+name+"/accept_dad"), "0")
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("bridge %s: accept_dad: %w", name, err)
 	}
 	return nil
 }

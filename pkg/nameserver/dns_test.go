@@ -341,3 +341,33 @@ func TestTruncation(t *testing.T) {
 		t.Fatalf("tcp: got %d answers, TC=%v, err %v; want 100", len(resp.Answer), resp != nil && resp.Truncated, err)
 	}
 }
+
+// TestScopeOutsider: an asker on none of the networks sees them only if it
+// is the host itself (its source is the address it asked, or loopback);
+// before, any source asking on a gateway address was in scope, which made
+// the sidecar an open resolver for whatever could route to a gateway
+// (test/security TestSidecarAudience failed on it).
+func TestScopeOutsider(t *testing.T) {
+	tbl := NewTable()
+	gw := netip.MustParseAddr("10.44.1.1")
+	tbl.Set(Network{Name: "net1", Domain: "dns.podman"}, Record{Key: "a@eth0", Names: []string{"web"}, Addrs: pfx("10.44.1.2/24"), Gateways: []netip.Addr{gw}})
+	tests := []struct {
+		name     string
+		src      string
+		wantSeen bool
+	}{
+		{"member", "10.44.1.3", true},
+		{"the host, through its own address", "10.44.1.1", true},
+		{"the host, over loopback", "127.0.0.1", true},
+		{"outsider routed to the gateway", "192.0.2.2", false},
+		{"the host's other address", "192.0.2.1", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := tbl.lookupName(netip.MustParseAddr(tt.src), gw, "web", true, false)
+			if res.inScope != tt.wantSeen || (len(res.addrs) > 0) != tt.wantSeen {
+				t.Errorf("got inScope=%v addrs=%v, want seen=%v", res.inScope, res.addrs, tt.wantSeen)
+			}
+		})
+	}
+}

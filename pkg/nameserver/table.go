@@ -210,9 +210,13 @@ func (t *Table) Gateways() []netip.Addr {
 }
 
 // scope returns the networks a query from src, received on local, may see:
-// those whose subnets hold src (as Docker does), or, for an asker on no
-// network (the host itself), those that own the local address. Called with
-// the read lock held.
+// those whose subnets hold src (as Docker does), or, for the host itself,
+// those that own the local address. The host is told by its source: the
+// kernel gives a connection to one of the host's own addresses that
+// address as its source (or loopback). Anyone else on no network sees
+// nothing, so the sidecar is no open resolver, nor a directory of names,
+// for whatever can route to a gateway address. Called with the read lock
+// held.
 func (t *Table) scope(src, local netip.Addr, buf []*netState) []*netState {
 	for _, ns := range t.nets {
 		for p := range ns.subnets {
@@ -222,7 +226,7 @@ func (t *Table) scope(src, local netip.Addr, buf []*netState) []*netState {
 			}
 		}
 	}
-	if len(buf) > 0 {
+	if len(buf) > 0 || (src != local && !src.IsLoopback()) {
 		return buf
 	}
 	for _, ns := range t.nets {

@@ -80,7 +80,18 @@ func (f *Files) Put(_ context.Context, e *Entry) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
+	sweepTemp(dir)
 	return writeAtomic(filepath.Join(dir, EntryName(e.ContainerID, e.IfName)+".json"), b)
+}
+
+// sweepTemp removes temporary files a writer killed before its rename left
+// in a network's directory. Called with the network's lock held: only
+// holders write there, so every temporary file found is stale.
+func sweepTemp(dir string) {
+	stale, _ := filepath.Glob(filepath.Join(dir, atomicfile.TempPrefix+"*"))
+	for _, p := range stale {
+		_ = os.Remove(p)
+	}
 }
 
 // writeAtomic writes an entry. No fsync: the store lives on tmpfs (/run)
@@ -131,6 +142,7 @@ func (f *Files) Delete(_ context.Context, network, containerID, ifName string) e
 	if err := os.Remove(filepath.Join(dir, EntryName(containerID, ifName)+".json")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("registry: %w", err)
 	}
+	sweepTemp(dir)
 	// Fails harmlessly (ENOTEMPTY, ENOENT) unless this was the last entry;
 	// then the network's lock file goes too, while we hold it (lock sees
 	// that and retries on a fresh file).

@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/berthnet/berth/internal/crashpoint"
 	"github.com/berthnet/berth/pkg/cni"
 	"github.com/berthnet/berth/pkg/firewall"
 	"github.com/berthnet/berth/pkg/link"
@@ -24,6 +25,10 @@ func cmdAdd(args *skel.CmdArgs) error {
 	}
 	if err := cni.SafeContainerID(args.ContainerID); err != nil {
 		return cni.Errorf(cni.CodeInvalidEnv, "%s: CNI_CONTAINERID: %v", plugin, err)
+	}
+	// A bad ipam section must not leave a bridge behind.
+	if err := ipamFor(conf, args).Validate(); err != nil {
+		return err
 	}
 
 	host, err := netlink.NewHandle(unix.NETLINK_ROUTE)
@@ -106,6 +111,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	}
 	hostName := hostVeth.Attrs().Name
 	undo = append(undo, func() { cni.Undone(plugin, "deleting "+hostName, link.DelLink(host, hostName)) })
+	crashpoint.Hit("bridge.add.veth")
 	if conf.HairpinMode {
 		if err := host.LinkSetHairpin(hostVeth, true); err != nil {
 			return cni.Errorf(cni.CodeKernel, "%s: hairpin on %s: %v", plugin, hostName, err)
@@ -115,6 +121,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := waitIPAM(); err != nil {
 		return err
 	}
+	crashpoint.Hit("bridge.add.ipam")
 	result := &current.Result{CNIVersion: current.ImplementedSpecVersion, IPs: ipam.IPs, Routes: ipam.Routes, DNS: ipam.DNS}
 	if result.DNS.IsEmpty() {
 		result.DNS = conf.DNS
@@ -155,6 +162,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 			return cni.Errorf(cni.CodeKernel, "%s: ipMasq: %v", plugin, err)
 		}
 		undo = append(undo, func() { cni.Undone(plugin, "removing masquerade", fw.DelMasq(m)) })
+		crashpoint.Hit("bridge.add.masq")
 	}
 
 	result.Interfaces = []*current.Interface{
@@ -257,6 +265,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	forgetDone := make(chan error, 1)
 	go func() { forgetDone <- registry.ForgetAttachment(conf.AttachmentsDir, conf.Name, args) }()
 	tearErr := teardown(conf, args, prev, ipamFor(conf, args).Del)
+	crashpoint.Hit("bridge.del.teardown")
 	if err := <-forgetDone; err != nil && tearErr == nil {
 		return cni.Wrap(cni.CodeIOFailure, err, "%s: forgetting the attachment", plugin)
 	}

@@ -68,6 +68,11 @@ func loadConf(stdin []byte) (*NetConf, error) {
 	if err := cni.Decode(plugin, stdin, c); err != nil {
 		return nil, err
 	}
+	// The name keys the IPAM store and the masquerade rules: refuse a bad
+	// one before the bridge is made, not when IPAM fails after it.
+	if err := cni.SafeName("name", c.Name); err != nil {
+		return nil, cni.Errorf(cni.CodeInvalidConfig, "%s: %v", plugin, err)
+	}
 	if err := c.validate(); err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/miekg/dns"
 
+	"github.com/berthnet/berth/internal/crashpoint"
 	"github.com/berthnet/berth/pkg/cni"
 	"github.com/berthnet/berth/pkg/link"
 	"github.com/berthnet/berth/pkg/nameserver/sidecar"
@@ -117,6 +118,12 @@ func loadConf(stdin []byte, lenient bool) (*NetConf, error) {
 	case registry.BackendEtcd:
 		if len(c.Registry.Endpoints) == 0 {
 			return nil, cni.InvalidField(plugin, "registry.endpoints", "[]", "the etcd backend needs at least one endpoint")
+		}
+		if err := c.Registry.ValidateEtcd(); err != nil {
+			if lenient {
+				return nil, errNeverAdded
+			}
+			return nil, cni.Errorf(cni.CodeInvalidConfig, "%s: registry.%v", plugin, err)
 		}
 	default:
 		if lenient {
@@ -251,6 +258,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := store.Put(ctx, e); err != nil {
 		return cni.Wrap(cni.CodeIOFailure, err, "%s: registering %s", plugin, args.ContainerID)
 	}
+	crashpoint.Hit("dnsname.add.registered")
 	committed := false
 	defer func() {
 		if committed {
@@ -264,6 +272,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := c.client(store).Notify(c.put(e), true); err != nil {
 		return cni.Wrap(cni.CodeTryAgain, err, "%s: dns server", plugin)
 	}
+	crashpoint.Hit("dnsname.add.notified")
 
 	res := prev
 	var servers []string
@@ -317,6 +326,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err := store.Delete(ctx, c.Name, args.ContainerID, args.IfName); err != nil {
 		return cni.Wrap(cni.CodeIOFailure, err, "%s: unregistering %s", plugin, args.ContainerID)
 	}
+	crashpoint.Hit("dnsname.del.unregistered")
 	if err := c.client(store).Notify(sidecar.Del(c.Name, registry.EntryName(args.ContainerID, args.IfName)), false); err != nil {
 		return cni.Wrap(cni.CodeTryAgain, err, "%s: dns server", plugin)
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/berthnet/berth/internal/crashpoint"
 	"github.com/berthnet/berth/pkg/cni"
 	"github.com/berthnet/berth/pkg/firewall"
 )
@@ -119,6 +120,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		cni.Undone(plugin, "removing rules", iso.DelIsolation(a))
 		return cni.Wrap(cni.CodeKernel, err, "%s: adding rules", plugin)
 	}
+	crashpoint.Hit("firewall.add.rules")
 	return cni.Print(prev, c.CNIVersion)
 }
 
@@ -127,6 +129,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	crashpoint.Hit("firewall.del")
 	if err := iso.DelIsolation(isolation(c, args, prev)); err != nil {
 		return cni.Wrap(cni.CodeKernel, err, "%s: removing rules", plugin)
 	}

@@ -49,7 +49,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	prev := conf.prev
 	ns, err := link.OpenNS(args.Netns)
 	if err != nil {
-		return cni.Errorf(cni.CodeInvalidNetNS, "%s: netns %q: %v", plugin, args.Netns, err)
+		return cni.Errorf(cni.CodeInvalidNetNS, "%s: CNI_NETNS %q: %v", plugin, args.Netns, err)
 	}
 	defer ns.Close()
 	h := ns.Handle
@@ -107,7 +107,7 @@ func cmdDel(args *skel.CmdArgs) error {
 		return nil
 	}
 	if err != nil {
-		return cni.Errorf(cni.CodeInvalidNetNS, "%s: netns %q: %v", plugin, args.Netns, err)
+		return cni.Errorf(cni.CodeInvalidNetNS, "%s: CNI_NETNS %q: %v", plugin, args.Netns, err)
 	}
 	defer ns.Close()
 	h := ns.Handle
@@ -128,7 +128,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	}
 	ns, err := link.OpenNS(args.Netns)
 	if err != nil {
-		return cni.Errorf(cni.CodeInvalidNetNS, "%s: netns %q: %v", plugin, args.Netns, err)
+		return cni.Errorf(cni.CodeInvalidNetNS, "%s: CNI_NETNS %q: %v", plugin, args.Netns, err)
 	}
 	defer ns.Close()
 	h := ns.Handle

@@ -8,6 +8,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
+	"github.com/berthnet/berth/internal/crashpoint"
 	"github.com/berthnet/berth/pkg/cni"
 	"github.com/berthnet/berth/pkg/firewall"
 	"github.com/berthnet/berth/pkg/link"
@@ -112,6 +113,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := pm.AddPorts(p); err != nil {
 		return cni.Wrap(cni.CodeKernel, err, "%s: publishing %s", plugin, firewall.MappingsString(maps))
 	}
+	crashpoint.Hit("portmap.add.ports")
 	defer func() {
 		if !committed {
 			cni.Undone(plugin, "removing "+firewall.MappingsString(maps), pm.DelPorts(p))
@@ -174,6 +176,7 @@ func cmdDel(args *skel.CmdArgs) error {
 		}
 		maps = known(maps)
 	}
+	crashpoint.Hit("portmap.del")
 	if err := pm.DelPorts(portMapOf(conf, args, maps, prev)); err != nil {
 		return cni.Wrap(cni.CodeKernel, err, "%s: removing port mappings", plugin)
 	}

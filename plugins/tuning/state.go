@@ -61,10 +61,20 @@ func saveBackup(file string, b *backup) error {
 		return fmt.Errorf("creating %s: %w", dir, err)
 	}
 	// Synced: the backup is the only record of the values to restore.
-	if err := atomicfile.Write(file, data, atomicfile.Sync()); err != nil {
+	if err := atomicfile.Write(file, data, atomicfile.Sync(), atomicfile.CrashPoint("tuning.save.written")); err != nil {
 		return fmt.Errorf("writing %s: %w", file, err)
 	}
 	return nil
+}
+
+// removeTemps removes the temporary files of file's attachment that a
+// writer killed before its rename left (saveBackup's names). Container IDs
+// and interface names hold no glob characters (both are validated).
+func removeTemps(file string) {
+	stale, _ := filepath.Glob(filepath.Join(filepath.Dir(file), atomicfile.TempPrefix+filepath.Base(file)+"-*"))
+	for _, p := range stale {
+		_ = os.Remove(p)
+	}
 }
 
 func removeBackup(file string) error {

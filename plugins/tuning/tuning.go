@@ -58,7 +58,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return err
 	}
 	if sameNSAsPlugin(args.Netns) {
-		return cni.Errorf(cni.CodeInvalidNetNS, "%s: netns %s is the node's own namespace: refusing to tune it", plugin, args.Netns)
+		return cni.Errorf(cni.CodeInvalidNetNS, "%s: CNI_NETNS %s is the node's own namespace: refusing to tune it", plugin, args.Netns)
 	}
 	file := backupPath(c.DataDir, args.ContainerID, args.IfName)
 	err = ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
@@ -66,8 +66,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 	})
 	if err != nil {
 		var nsErr ns.NSPathNotExistErr
-		if errors.As(err, &nsErr) {
-			return cni.Errorf(cni.CodeInvalidNetNS, "%s: netns %s: %v", plugin, args.Netns, err)
+		var notNS ns.NSPathNotNSErr
+		if errors.As(err, &nsErr) || errors.As(err, &notNS) {
+			return cni.Errorf(cni.CodeInvalidNetNS, "%s: CNI_NETNS %s: %v", plugin, args.Netns, err)
 		}
 		return boundary(err, "%s: %s in %s", plugin, args.IfName, args.Netns)
 	}
@@ -164,6 +165,9 @@ func cmdDel(args *skel.CmdArgs) error {
 		return err
 	}
 	file := backupPath(c.DataDir, args.ContainerID, args.IfName)
+	// An ADD killed while saving left its temporary file, even when no
+	// backup made it into place.
+	removeTemps(file)
 	b, err := loadBackup(file)
 	if err != nil {
 		return cni.Errorf(cni.CodeIOFailure, "%s: %v", plugin, err)

@@ -117,6 +117,12 @@ func (s *server) resync(w *watch, src *etcdstore.Etcd) error {
 	}
 	fresh := map[string]nameserver.Record{}
 	for _, e := range entries {
+		// A snapshot's entries come without their keys: only an entry's
+		// own key can have held it.
+		if err := CheckRemote(e, w.network, registry.EntryName(e.ContainerID, e.IfName)); err != nil {
+			s.log.Printf("etcd watch of %s: ignoring an entry: %v", w.network, err)
+			continue
+		}
 		n, rec := FromEntry(e, s.self)
 		if rec.Remote {
 			fresh[rec.Key] = rec
@@ -150,6 +156,10 @@ func (s *server) applyEvent(w *watch, ev etcdstore.Event) {
 			delete(w.remote, ev.Key)
 			s.table.Remove(w.network, ev.Key)
 		}
+		return
+	}
+	if err := CheckRemote(ev.Entry, w.network, ev.Key); err != nil {
+		s.log.Printf("etcd watch of %s: ignoring %s: %v", w.network, ev.Key, err)
 		return
 	}
 	n, rec := FromEntry(ev.Entry, s.self)

@@ -7,7 +7,6 @@ package etcdstore
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -42,16 +41,16 @@ func Open(endpoints []string, prefix string, dialTimeout time.Duration) (*Etcd, 
 // makes an etcd client (the dnsname plugin's store, the DNS sidecar's
 // watches): connection settings go here.
 func OpenConfig(cfg *registry.Config) (*Etcd, error) {
-	if len(cfg.Endpoints) == 0 {
-		return nil, errors.New("registry: etcd backend needs endpoints")
+	if err := cfg.ValidateEtcd(); err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
 	}
 	dialTimeout := cfg.DialTimeout
 	if dialTimeout == 0 {
 		dialTimeout = 5 * time.Second
 	}
-	tlsConf, err := clientTLS(cfg.TLS)
+	tlsConf, err := cfg.ClientTLS()
 	if err != nil {
-		return nil, fmt.Errorf("registry: etcd tls: %w", err)
+		return nil, err
 	}
 	// gRPC's reconnection backoff grows to two minutes by default: a
 	// daemon that saw etcd go away would stay cut off that long after it

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"testing"
 
-
 	"github.com/berthnet/berth/internal/cnifuzz"
 	"github.com/berthnet/berth/pkg/cni"
 )

@@ -16,7 +16,7 @@ func TestEtcdTLSConfig(t *testing.T) {
 	}{
 		{"http endpoint with a client certificate", `{"backend":"etcd","endpoints":["http://127.0.0.1:2379"],"tls":{"certFile":"/c.pem","keyFile":"/k.pem"}}`, "registry.endpoints[0]"},
 		{"http endpoint with a CA", `{"backend":"etcd","endpoints":["https://a:2379","http://b:2379"],"tls":{"trustedCAFile":"/ca.pem"}}`, "registry.endpoints[1]"},
-		{"certificate without key", `{"backend":"etcd","endpoints":["https://127.0.0.1:2379"],"tls":{"certFile":"/c.pem"}}`, "registry.tls.keyFile"},
+		{"certificate without key", `{"backend":"etcd","endpoints":["https://127.0.0.1:2379"],"tls":{"certFile":"/c.pem"}}`, "tls.keyFile"},
 		{"not a URL", `{"backend":"etcd","endpoints":["127.0.0.1:2379"]}`, "registry.endpoints[0]"},
 	}
 	for _, tc := range tests {

@@ -253,7 +253,7 @@ var cases = []hostileCase{
 		code: cni.CodeDecode, field: all("portMappings"),
 	},
 	{name: "hostPort 70000", plugins: []string{"portmap"}, conf: portMapping("hostPort", 70000), code: cni.CodeInvalidConfig, field: all("hostPort")},
-	{name: "hostPort 0", plugins: []string{"portmap"}, conf: portMapping("hostPort", 0), code: cni.CodeInvalidConfig, field: all("hostPort")},
+	{name: "hostPort -1", plugins: []string{"portmap"}, conf: portMapping("hostPort", -1), code: cni.CodeInvalidConfig, field: all("hostPort")},
 	{name: "containerPort -1", plugins: []string{"portmap"}, conf: portMapping("containerPort", -1), code: cni.CodeInvalidConfig, field: all("containerPort")},
 	{name: "hostIP not an address", plugins: []string{"portmap"}, conf: portMapping("hostIP", "10.0.0.256"), code: cni.CodeInvalidConfig, field: all("hostIP")},
 	{

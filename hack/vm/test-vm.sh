@@ -139,7 +139,7 @@ out=$(mktemp -d)
 trap 'rm -rf "$w" "$out"' EXIT
 mkdir -p "$w/berth/bin" "$w/berth/crashbin" "$w/berth/tests"
 export CGO_ENABLED=0
-go build -trimpath -ldflags='-s -w' -o "$w/berth/bin/" ./plugins/...
+go build -trimpath -ldflags='-s -w' -o "$w/berth/bin/" ./plugins/... ./cmd/...
 go build -trimpath -ldflags='-s -w' -tags crashpoint -o "$w/berth/crashbin/" ./plugins/macvlan ./plugins/host-local
 for p in $pkgs; do
 	go test -c -o "$w/berth/tests/$(basename "$p").test" "$p"

@@ -30,7 +30,7 @@ func run(m *testing.M) int {
 			fmt.Fprintln(os.Stderr, "crash: go env GOMOD:", err)
 			return 1
 		}
-		cmd := exec.Command("go", "build", "-tags", "crashpoint", "-o", tmp+"/", "./plugins/...")
+		cmd := exec.Command("go", "build", "-tags", "crashpoint", "-o", tmp+"/", "./plugins/...", "./cmd/...")
 		cmd.Dir = strings.TrimSuffix(strings.TrimSpace(string(root)), "/go.mod")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {

@@ -1,4 +1,4 @@
-// Package flock takes exclusive flock(2) locks on files, the one way berth
+// Package flock takes flock(2) locks on files, the one way berth
 // serializes processes that share on-disk state (the IPAM store, the
 // registry's file backend, a host daemon's start and life locks). A flock
 // belongs to the open file: closing it, or the process dying (even by
@@ -15,9 +15,11 @@ import (
 // Lock takes an exclusive lock on f, blocking until other holders are
 // done. A signal delivered while blocked (the Go runtime's preemption
 // signals included) makes flock return EINTR: it is retried.
-func Lock(f *os.File) error {
+func Lock(f *os.File) error { return lock(f, unix.LOCK_EX) }
+
+func lock(f *os.File, how int) error {
 	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		err := unix.Flock(int(f.Fd()), how)
 		if !errors.Is(err, unix.EINTR) {
 			return err
 		}
@@ -28,12 +30,18 @@ func Lock(f *os.File) error {
 // and takes an exclusive lock on it. Closing the file releases the lock.
 // Errors are *os.PathError naming the path (Op "open" or "flock"), so that
 // callers can test for fs.ErrNotExist.
-func Open(path string, flag int) (*os.File, error) {
+func Open(path string, flag int) (*os.File, error) { return open(path, flag, unix.LOCK_EX) }
+
+// OpenShared is Open with a shared lock: many holders at once, none while
+// an exclusive one holds it (readers beside a writer that tears down).
+func OpenShared(path string, flag int) (*os.File, error) { return open(path, flag, unix.LOCK_SH) }
+
+func open(path string, flag, how int) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|flag, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	if err := Lock(f); err != nil {
+	if err := lock(f, how); err != nil {
 		f.Close()
 		return nil, &os.PathError{Op: "flock", Path: path, Err: err}
 	}

@@ -5,11 +5,11 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/berthnet/berth/internal/flock"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -44,19 +44,15 @@ import (
 const LockFile = "/run/cni/berth/firewall.lock"
 
 // lockShared and lockExclusive take LockFile; the returned func releases it.
-func lockShared() (func(), error)    { return lockState(syscall.LOCK_SH) }
-func lockExclusive() (func(), error) { return lockState(syscall.LOCK_EX) }
+func lockShared() (func(), error)    { return lockState(flock.OpenShared) }
+func lockExclusive() (func(), error) { return lockState(flock.Open) }
 
-func lockState(how int) (func(), error) {
+func lockState(open func(string, int) (*os.File, error)) (func(), error) {
 	if err := os.MkdirAll(filepath.Dir(LockFile), 0o700); err != nil {
 		return nil, fmt.Errorf("firewall lock: %w", err)
 	}
-	f, err := os.OpenFile(LockFile, os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := open(LockFile, os.O_CREATE)
 	if err != nil {
-		return nil, fmt.Errorf("firewall lock: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), how); err != nil {
-		f.Close()
 		return nil, fmt.Errorf("firewall lock: %w", err)
 	}
 	return func() { f.Close() }, nil

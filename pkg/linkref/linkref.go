@@ -21,12 +21,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/berthnet/berth/internal/atomicfile"
+	"github.com/berthnet/berth/internal/flock"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-
-	"golang.org/x/sys/unix"
 )
 
 // User is one attachment using a shared link.
@@ -72,18 +72,8 @@ func (s Store) Lock() (*Locked, error) {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
 	path := filepath.Join(s.Dir, "lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := flock.Open(path, os.O_CREATE)
 	if err != nil {
-		return nil, fmt.Errorf("open lock %s: %w", path, err)
-	}
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
-		if !errors.Is(err, unix.EINTR) {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	return &Locked{dir: s.Dir, lock: f}, nil
@@ -136,19 +126,7 @@ func (l *Locked) write(name string, st state) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(l.dir, ".tmp-")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", p, err)
-	}
-	_, err = f.Write(b)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), p)
-	}
-	if err != nil {
-		os.Remove(f.Name())
+	if err := atomicfile.Write(p, b); err != nil {
 		return fmt.Errorf("write %s: %w", p, err)
 	}
 	return nil

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berthnet/berth/internal/flock"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -36,12 +36,8 @@ func openStore(c *Config) (*registry.Attachments, error) {
 // join never both unmount, which would remove the runtime's own mount too.
 // The lock file lives beside the registry's own network locks.
 func lockJoins(c *Config) (func(), error) {
-	fd, err := os.OpenFile(filepath.Join(c.dir, c.Name+".joins.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	fd, err := flock.Open(filepath.Join(c.dir, c.Name+".joins.lock"), os.O_CREATE)
 	if err != nil {
-		return nil, fmt.Errorf("lock: %w", err)
-	}
-	if err := syscall.Flock(int(fd.Fd()), syscall.LOCK_EX); err != nil {
-		fd.Close()
 		return nil, fmt.Errorf("lock: %w", err)
 	}
 	return func() { fd.Close() }, nil

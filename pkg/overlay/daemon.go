@@ -16,8 +16,6 @@ import (
 	"log"
 	"net/netip"
 	"os"
-	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 
@@ -44,32 +42,17 @@ const firstSync = 2 * time.Second
 
 // Main is berth-overlayd's main; it returns the exit code.
 func Main() int {
-	cfgJSON, ok := os.LookupEnv(ConfigEnv)
-	if !ok {
-		fmt.Printf(`{"cniVersion":"1.0.0","code":4,"msg":"%s is the daemon the vxlan-overlay plugin starts, not a CNI plugin"}`+"\n", Binary)
-		return 1
-	}
-	fail := func(format string, a ...any) int {
-		hostd.Ready(fmt.Errorf(format, a...))
-		return 1
-	}
 	var c Config
-	if err := json.Unmarshal([]byte(cfgJSON), &c); err != nil {
-		return fail("bad %s: %v", ConfigEnv, err)
-	}
-	if err := os.MkdirAll(filepath.Dir(c.LogFile), 0o700); err != nil {
-		return fail("log file: %v", err)
-	}
-	lf, err := os.OpenFile(c.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	logger, closeLog, err := hostd.Startup(ConfigEnv, Binary, "the daemon the vxlan-overlay plugin starts", &c, func() string { return c.LogFile })
 	if err != nil {
-		return fail("log file: %v", err)
+		return 1
 	}
-	defer lf.Close()
-	logger := log.New(lf, Binary+"["+strconv.Itoa(os.Getpid())+"]: ", log.LstdFlags|log.Lmicroseconds)
+	defer closeLog()
 	d, err := newDaemon(c, logger, os.Stdin)
 	if err != nil {
 		logger.Print(err)
-		return fail("%v", err)
+		hostd.Ready(err)
+		return 1
 	}
 	logger.Printf("serving %d networks", len(d.nets))
 	hostd.Ready(nil)

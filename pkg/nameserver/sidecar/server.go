@@ -15,7 +15,6 @@ import (
 	"log"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -31,29 +30,12 @@ import (
 // starts it with ConfigEnv set, the registry's contents as requests on
 // stdin and a readiness pipe on fd 3.
 func Main() int {
-	cfgJSON, ok := os.LookupEnv(ConfigEnv)
-	if !ok {
-		// Run by hand, or by a runtime that took it for a CNI plugin.
-		fmt.Printf(`{"cniVersion":"1.0.0","code":4,"msg":"%s is the DNS server the dnsname plugin starts, not a CNI plugin"}`+"\n", Binary)
-		return 1
-	}
-	fail := func(format string, a ...any) int {
-		hostd.Ready(fmt.Errorf(format, a...))
-		return 1
-	}
 	var c Config
-	if err := json.Unmarshal([]byte(cfgJSON), &c); err != nil {
-		return fail("bad %s: %v", ConfigEnv, err)
-	}
-	if err := os.MkdirAll(filepath.Dir(c.LogFile), 0o700); err != nil {
-		return fail("log file: %v", err)
-	}
-	lf, err := os.OpenFile(c.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	logger, closeLog, err := hostd.Startup(ConfigEnv, Binary, "the DNS server the dnsname plugin starts", &c, func() string { return c.LogFile })
 	if err != nil {
-		return fail("log file: %v", err)
+		return 1
 	}
-	defer lf.Close()
-	logger := log.New(lf, "dnsname["+strconv.Itoa(os.Getpid())+"]: ", log.LstdFlags|log.Lmicroseconds)
+	defer closeLog()
 
 	// A small heap matters more here than GC CPU: the server holds little.
 	debug.SetGCPercent(50)
@@ -61,7 +43,8 @@ func Main() int {
 	s, err := newServer(c, logger, os.Stdin)
 	if err != nil {
 		logger.Print(err)
-		return fail("%v", err)
+		hostd.Ready(err)
+		return 1
 	}
 	logger.Printf("serving %d names (%d local) on %v", s.table.Len(), s.table.LocalLen(), s.server.Addrs())
 	hostd.Ready(nil)

@@ -137,6 +137,10 @@ func (nftIso) ensureInet(c *nftables.Conn) (*isoSets, error) {
 	c.AddChain(&nftables.Chain{Name: isoAdmin, Table: t})
 	fwd := c.AddChain(&nftables.Chain{Name: isoForward, Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter})
+	if chainHolds(t, isoForward, 7) {
+		// Built by an earlier ADD: deleting nothing (chainHolds).
+		return s, nil
+	}
 	c.FlushChain(fwd)
 	rules := [][]expr.Any{
 		{&expr.Verdict{Kind: expr.VerdictJump, Chain: isoAdmin}},
@@ -174,6 +178,9 @@ func (nftIso) ensureBridge(c *nftables.Conn) (*nftables.Set, error) {
 	}
 	fwd := c.AddChain(&nftables.Chain{Name: isoForward, Table: bt, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityRef(-200)})
+	if chainHolds(bt, isoForward, 1) {
+		return s, nil
+	}
 	c.FlushChain(fwd)
 	c.AddRule(&nftables.Rule{Table: bt, Chain: fwd, Exprs: []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, lookup(1, s), drop,
@@ -196,7 +203,7 @@ func (n nftIso) AddIsolation(a Isolation) error {
 	tg := tag(a.Network, a.ContainerID, a.IfName)
 	for _, ipn := range a.IPs {
 		f := familyOf(ipn.IP)
-		if err := upsert(c, s.allow[f.nfproto], nftables.SetElement{Key: f.addrBytes(ipn.IP), Comment: tg}); err != nil {
+		if err := addOwned(c, s.allow[f.nfproto], tg, nftables.SetElement{Key: f.addrBytes(ipn.IP), Comment: tg}); err != nil {
 			return err
 		}
 	}
@@ -217,7 +224,7 @@ func (n nftIso) AddIsolation(a Isolation) error {
 		if err != nil {
 			return err
 		}
-		if err := upsert(c, icc, nftables.SetElement{Key: ifKey(a.HostVeth), Comment: tg}); err != nil {
+		if err := addOwned(c, icc, tg, nftables.SetElement{Key: ifKey(a.HostVeth), Comment: tg}); err != nil {
 			return err
 		}
 	}

@@ -124,9 +124,10 @@ type portsObjs struct {
 	hairpin map[byte]*nftables.Set
 }
 
-// ensureBase adds the table, sets, maps and chains, rebuilding the fixed
-// rules (flush + add in the same transaction, so concurrent callers always
-// leave one copy of them).
+// ensureBase adds the table, sets, maps and chains, building the fixed
+// rules of a chain that lacks them (flush + add in the same transaction,
+// so concurrent callers always leave one copy of them); a chain that holds
+// them is left alone, so a later ADD deletes nothing (chainHolds).
 func (nftPorts) ensureBase(c *nftables.Conn) (*portsObjs, error) {
 	t := c.AddTable(nftTable())
 	o := &portsObjs{maps: map[string]*nftables.Set{}, table: t, hairpin: map[byte]*nftables.Set{}}
@@ -140,6 +141,9 @@ func (nftPorts) ensureBase(c *nftables.Conn) (*portsObjs, error) {
 		o.hairpin[f.nfproto] = o.maps["hairpin"+f.suffix()]
 	}
 	dnat := c.AddChain(&nftables.Chain{Name: portsDNAT, Table: t})
+	if chainHolds(t, portsDNAT, 4) && chainHolds(t, portsPrerouting, 1) && chainHolds(t, portsOutput, 1) && chainHolds(t, portsPostrouting, 5) {
+		return o, nil
+	}
 	c.FlushChain(dnat)
 	for _, f := range []family{v4, v6} {
 		for _, specific := range []bool{true, false} {
@@ -264,10 +268,10 @@ func (np nftPorts) AddPorts(p PortMap) error {
 		if err != nil {
 			return err
 		}
-		// add + delete + add, as for masquerade: replaces this
-		// attachment's own stale element (same data, old tag), while an
-		// element of another attachment (other data) makes the first add
-		// fail.
+		// As for masquerade: a stale element of a lost attachment (same
+		// data, old tag) is replaced, an element of another attachment
+		// (other data) makes the add fail, and nothing is deleted
+		// otherwise.
 		sets := []struct {
 			s  *nftables.Set
 			el nftables.SetElement
@@ -279,7 +283,7 @@ func (np nftPorts) AddPorts(p PortMap) error {
 			}{o.maps[e.allSet], e.all})
 		}
 		for _, se := range sets {
-			if err := upsert(c, se.s, se.el); err != nil {
+			if err := addOwned(c, se.s, tg, se.el); err != nil {
 				return fmt.Errorf("publishing %s: %w", t.m, err)
 			}
 		}

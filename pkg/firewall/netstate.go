@@ -105,12 +105,25 @@ func addRef(c *nftables.Conn, t *nftables.Table, mapName, chainPrefix, network, 
 // elements (comment = the network) in one transaction, which the kernel
 // refuses while an attachment of the network still references the chain;
 // then, or when there is no such chain, nothing changes.
+//
+// It first looks at the chain's use count (one GET): while another
+// attachment references it there is nothing to try, and the attempt would
+// still cost a grace period (see chainUse). A count of 0 read just before
+// an ADD commits its reference is harmless: the transaction below is still
+// refused then.
 func dropNetwork(chainPrefix, network string, shared []*nftables.Set) error {
+	net := shorten(network)
+	use, found, err := chainUse(nftTable(), chainPrefix+net)
+	if err != nil {
+		return err
+	}
+	if !found || use > 0 {
+		return nil
+	}
 	c, err := newConn()
 	if err != nil {
 		return err
 	}
-	net := shorten(network)
 	var queue []func() error
 	for _, s := range shared {
 		els, err := dumpElements(c, s)
@@ -151,10 +164,20 @@ func isBusy(err error) bool {
 }
 
 // dropUnusedChains deletes each chain in its own transaction, unless a map
-// element or rule still jumps to it (EBUSY) or it is gone already.
-func dropUnusedChains(chains []string) error {
+// element or rule still jumps to it (EBUSY) or it is gone already. A chain
+// whose use count (one GET, see chainUse) is above its own rules' is
+// referenced: no transaction is tried.
+func dropUnusedChains(chains []string, ownRules uint32) error {
 	var errs []error
 	for _, name := range chains {
+		use, found, err := chainUse(nftTable(), name)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !found || use > ownRules {
+			continue
+		}
 		c, err := newConn()
 		if err != nil {
 			return err

@@ -61,3 +61,49 @@ func TestElementComment(t *testing.T) {
 		}
 	})
 }
+
+// TestChainUse: the count of a chain's rules and of the jumps to it, which
+// DEL reads to skip a teardown attempt while the chain is referenced.
+func TestChainUse(t *testing.T) {
+	nstest.RequireRoot(t)
+	inNS(t, func() {
+		tab := nftTable()
+		if _, found, err := chainUse(tab, "masq-10.1.0.0-24"); err != nil || found {
+			t.Fatalf("without the table: found %v, %v; want not found, nil", found, err)
+		}
+		var ms []Masq
+		for i := 0; i < 2; i++ {
+			ms = append(ms, Masq{Network: "n", ContainerID: string(rune('a' + i)), IfName: "eth0",
+				IPs: []*net.IPNet{{IP: net.IPv4(10, 1, 0, byte(5+i)), Mask: net.CIDRMask(24, 32)}}})
+			if err := (nftMasq{}).AddMasq(ms[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tests := []struct {
+			name string
+			del  int // attachments deleted before the look
+			want uint32
+		}{
+			{"two jumps", 0, masqChainRules + 2},
+			{"one jump", 1, masqChainRules + 1},
+		}
+		for _, tt := range tests {
+			for i := 0; i < tt.del; i++ {
+				if err := (nftMasq{}).DelMasq(ms[i]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			use, found, err := chainUse(tab, "masq-10.1.0.0-24")
+			if err != nil || !found || use != tt.want {
+				t.Errorf("%s: use %d, found %v, %v; want %d", tt.name, use, found, err, tt.want)
+			}
+		}
+		// The last DEL tears the chain down.
+		if err := (nftMasq{}).DelMasq(ms[1]); err != nil {
+			t.Fatal(err)
+		}
+		if _, found, err := chainUse(tab, "masq-10.1.0.0-24"); err != nil || found {
+			t.Errorf("after the last DEL: found %v, %v; want the chain gone", found, err)
+		}
+	})
+}

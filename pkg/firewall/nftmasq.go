@@ -36,6 +36,8 @@ const (
 	masqPostrouting = "masq-postrouting"
 	masqMap4        = "masq4"
 	masqMap6        = "masq6"
+	// masqChainRules is the number of rules of a subnet chain.
+	masqChainRules = 3
 )
 
 func masqMapName(f family) string {
@@ -95,7 +97,7 @@ func (nftMasq) ensureBase(c *nftables.Conn) (*nftables.Table, map[byte]*nftables
 func (nftMasq) ensureSubnetChain(c *nftables.Conn, t *nftables.Table, n *net.IPNet, force bool) string {
 	f := familyOf(n.IP)
 	name := masqChainName(n)
-	if !force && chainHolds(t, name, 3) {
+	if !force && chainHolds(t, name, masqChainRules) {
 		return name
 	}
 	ch := c.AddChain(&nftables.Chain{Name: name, Table: t})
@@ -273,7 +275,7 @@ func (m nftMasq) DelMasq(ms Masq) error {
 		// Without addresses the subnet is unknown: try them all.
 		return dropUnusedMasqChains()
 	}
-	return dropUnusedChains(chains)
+	return dropUnusedChains(chains, masqChainRules)
 }
 
 // dropUnusedMasqChains deletes every subnet chain no element jumps to.
@@ -295,7 +297,7 @@ func dropUnusedMasqChains() error {
 			unused = append(unused, ch.Name)
 		}
 	}
-	return dropUnusedChains(unused)
+	return dropUnusedChains(unused, masqChainRules)
 }
 
 func (m nftMasq) CheckMasq(ms Masq) error {

@@ -20,14 +20,7 @@ import (
 func BenchmarkNftAttachment(b *testing.B) {
 	nstest.RequireRoot(b)
 	n := nstest.NewNS(b, "fwb")
-	att := func(i int) (Masq, PortMap, Isolation) {
-		ip := &net.IPNet{IP: net.IPv4(10, 7, byte(i/250), byte(2+i%250)), Mask: net.CIDRMask(16, 32)}
-		id := fmt.Sprintf("c%d", i)
-		return Masq{Network: "bn", ContainerID: id, IfName: "eth0", IPs: []*net.IPNet{ip}},
-			PortMap{Network: "bn", ContainerID: id, IfName: "eth0", ContainerIPs: []*net.IPNet{ip}, SNAT: true,
-				Mappings: []PortMapping{{HostPort: 20000 + i, ContainerPort: 80, Protocol: "tcp"}}},
-			Isolation{Network: "bn", ContainerID: id, IfName: "eth0", IPs: []*net.IPNet{ip}, Policy: PolicySameBridge, Bridge: "bn0"}
-	}
+	att := benchAttachment
 	steps := map[string]time.Duration{}
 	timed := func(name string, f func() error) {
 		start := time.Now()
@@ -61,4 +54,15 @@ func BenchmarkNftAttachment(b *testing.B) {
 	for name, d := range steps {
 		b.ReportMetric(float64(d.Microseconds())/float64(b.N)/1000, "ms/"+name[:3]+"-"+name[4:])
 	}
+}
+
+// benchAttachment is attachment i of one network: one address, one
+// published port, same-bridge isolation.
+func benchAttachment(i int) (Masq, PortMap, Isolation) {
+	ip := &net.IPNet{IP: net.IPv4(10, 7, byte(i/250), byte(2+i%250)), Mask: net.CIDRMask(16, 32)}
+	id := fmt.Sprintf("c%d", i)
+	return Masq{Network: "bn", ContainerID: id, IfName: "eth0", IPs: []*net.IPNet{ip}},
+		PortMap{Network: "bn", ContainerID: id, IfName: "eth0", ContainerIPs: []*net.IPNet{ip}, SNAT: true,
+			Mappings: []PortMapping{{HostPort: 20000 + i, ContainerPort: 80, Protocol: "tcp"}}},
+		Isolation{Network: "bn", ContainerID: id, IfName: "eth0", IPs: []*net.IPNet{ip}, Policy: PolicySameBridge, Bridge: "bn0"}
 }

@@ -1,0 +1,76 @@
+package firewall
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+)
+
+// TestAddDeletesNothing: once a network has an attachment, another
+// attachment's ADD (masquerade, published port, isolation) deletes no
+// element and flushes no chain: a transaction that deletes waits for an
+// RCU grace period. Watched with an nftables monitor; a table created and
+// deleted afterwards marks the end of the ADDs' events. (Failed before
+// addOwned and chainHolds: upsert's DELSETELEM and the chains' DELRULE.)
+func TestAddDeletesNothing(t *testing.T) {
+	tests := []struct {
+		name string
+		add  func(Masq, PortMap, Isolation) error
+	}{
+		{"masquerade", func(m Masq, _ PortMap, _ Isolation) error { return (nftMasq{}).AddMasq(m) }},
+		{"published port", func(_ Masq, p PortMap, _ Isolation) error { return (nftPorts{}).AddPorts(p) }},
+		{"isolation", func(_ Masq, _ PortMap, a Isolation) error { return (nftIso{}).AddIsolation(a) }},
+		{"isolated", func(_ Masq, _ PortMap, a Isolation) error {
+			a.Policy, a.HostVeth = PolicyIsolated, "veth"+a.ContainerID
+			return (nftIso{}).AddIsolation(a)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inNS(t, func() {
+				if err := tt.add(benchAttachment(0)); err != nil {
+					t.Fatal(err)
+				}
+				c, err := newConn()
+				if err != nil {
+					t.Fatal(err)
+				}
+				mon := nftables.NewMonitor(nftables.WithMonitorEventBuffer(1024))
+				defer mon.Close()
+				events, err := c.AddMonitor(mon)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := tt.add(benchAttachment(1)); err != nil {
+					t.Fatal(err)
+				}
+				marker := &nftables.Table{Name: "end-marker", Family: nftables.TableFamilyINet}
+				c.AddTable(marker)
+				c.DelTable(marker)
+				if err := c.Flush(); err != nil {
+					t.Fatal(err)
+				}
+				timeout := time.After(10 * time.Second)
+				for {
+					select {
+					case ev := <-events:
+						if ev.Error != nil {
+							t.Fatal(ev.Error)
+						}
+						if tab, ok := ev.Data.(*nftables.Table); ok && ev.Type == nftables.MonitorEventTypeDelTable && tab.Name == marker.Name {
+							return
+						}
+						switch ev.Type {
+						case nftables.MonitorEventTypeDelRule, nftables.MonitorEventTypeDelSetElem, nftables.MonitorEventTypeDelChain,
+							nftables.MonitorEventTypeDelSet, nftables.MonitorEventTypeDelTable:
+							t.Errorf("ADD of a second attachment deleted something: event %d %+v", ev.Type, ev.Data)
+						}
+					case <-timeout:
+						t.Fatal("no end marker event")
+					}
+				}
+			})
+		})
+	}
+}

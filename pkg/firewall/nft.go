@@ -36,6 +36,26 @@ func newConn() (*nftables.Conn, error) {
 	return c, nil
 }
 
+// newOpConn returns a lasting connection for one ADD: its look-ups
+// (chainHolds) and its transaction share one netlink socket, and a raw
+// netfilter socket (nl) serves its element GETs. Closing a netfilter socket
+// waits while any deletion in the kernel (any process's, any namespace's)
+// still awaits its RCU grace period, so an ADD that closed a socket per
+// look-up could wait several times; with these two it waits at most twice.
+// done closes both.
+func newOpConn() (c *nftables.Conn, nl *netlink.Conn, done func(), err error) {
+	c, err = nftables.New(nftables.AsLasting())
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("nftables: %w", err)
+	}
+	nl, err = netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	if err != nil {
+		c.CloseLasting()
+		return nil, nil, nil, fmt.Errorf("nftables: %w", err)
+	}
+	return c, nl, func() { nl.Close(); c.CloseLasting() }, nil
+}
+
 // isNotExist reports whether a netlink error means the object (table, set,
 // element) is not there: DEL treats that as done.
 func isNotExist(err error) bool {
@@ -179,9 +199,9 @@ func upsert(c *nftables.Conn, s *nftables.Set, els ...nftables.SetElement) error
 // other data the transaction fails, as it must when the key is another
 // attachment's). Only an element with the same key under another tag, left
 // by an attachment that never got its DEL, is replaced with upsert.
-func addOwned(c *nftables.Conn, s *nftables.Set, tg string, els ...nftables.SetElement) error {
+func addOwned(c *nftables.Conn, nl *netlink.Conn, s *nftables.Set, tg string, els ...nftables.SetElement) error {
 	for _, el := range els {
-		comment, found, err := elementComment(keyed{s, el.Key})
+		comment, found, err := elementComment(nl, keyed{s, el.Key})
 		if err != nil {
 			return err
 		}
@@ -206,11 +226,7 @@ func addOwned(c *nftables.Conn, s *nftables.Set, tg string, els ...nftables.SetE
 // edit), the ADD flushes and re-adds them in its transaction as before,
 // so concurrent first ADDs still converge on one copy. One dump of one
 // small chain, never of a set.
-func chainHolds(t *nftables.Table, chain string, n int) bool {
-	c, err := newConn()
-	if err != nil {
-		return false
-	}
+func chainHolds(c *nftables.Conn, t *nftables.Table, chain string, n int) bool {
 	rules, err := c.GetRules(&nftables.Table{Name: t.Name, Family: t.Family}, &nftables.Chain{Name: chain, Table: t})
 	return err == nil && len(rules) == n
 }

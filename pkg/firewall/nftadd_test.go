@@ -9,10 +9,12 @@ import (
 
 // TestAddDeletesNothing: once a network has an attachment, another
 // attachment's ADD (masquerade, published port, isolation) deletes no
-// element and flushes no chain: a transaction that deletes waits for an
-// RCU grace period. Watched with an nftables monitor; a table created and
+// element, flushes no chain and re-adds no existing chain: each of those
+// makes the transaction's objects wait for an RCU grace period, which the
+// process pays when it closes its netfilter socket. Watched with an nftables monitor; a table created and
 // deleted afterwards marks the end of the ADDs' events. (Failed before
-// addOwned and chainHolds: upsert's DELSETELEM and the chains' DELRULE.)
+// addOwned and chainHolds: upsert's DELSETELEM, the chains' DELRULE and
+// NEWCHAIN updates.)
 func TestAddDeletesNothing(t *testing.T) {
 	tests := []struct {
 		name string
@@ -65,6 +67,10 @@ func TestAddDeletesNothing(t *testing.T) {
 						case nftables.MonitorEventTypeDelRule, nftables.MonitorEventTypeDelSetElem, nftables.MonitorEventTypeDelChain,
 							nftables.MonitorEventTypeDelSet, nftables.MonitorEventTypeDelTable:
 							t.Errorf("ADD of a second attachment deleted something: event %d %+v", ev.Type, ev.Data)
+						case nftables.MonitorEventTypeNewChain:
+							// Every chain is there already: re-adding one is
+							// an update that waits for a grace period too.
+							t.Errorf("ADD of a second attachment re-added a chain: %+v", ev.Data)
 						}
 					case <-timeout:
 						t.Fatal("no end marker event")

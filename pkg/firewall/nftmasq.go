@@ -70,13 +70,15 @@ func (nftMasq) ensureBase(c *nftables.Conn) (*nftables.Table, map[byte]*nftables
 		}
 		maps[f.nfproto] = s
 	}
+	// Not even re-added when it is there: re-adding an existing chain
+	// is an update that waits for a grace period too (see chainHolds).
+	if chainHolds(c, t, masqPostrouting, 2) {
+		return t, maps, nil
+	}
 	post := c.AddChain(&nftables.Chain{
 		Name: masqPostrouting, Table: t, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource,
 	})
-	if chainHolds(t, masqPostrouting, 2) {
-		return t, maps, nil
-	}
 	c.FlushChain(post)
 	for _, f := range []family{v4, v6} {
 		s := maps[f.nfproto]
@@ -97,7 +99,7 @@ func (nftMasq) ensureBase(c *nftables.Conn) (*nftables.Table, map[byte]*nftables
 func (nftMasq) ensureSubnetChain(c *nftables.Conn, t *nftables.Table, n *net.IPNet, force bool) string {
 	f := familyOf(n.IP)
 	name := masqChainName(n)
-	if !force && chainHolds(t, name, masqChainRules) {
+	if !force && chainHolds(c, t, name, masqChainRules) {
 		return name
 	}
 	ch := c.AddChain(&nftables.Chain{Name: name, Table: t})
@@ -128,10 +130,11 @@ func (m nftMasq) AddMasq(ms Masq) error {
 }
 
 func (m nftMasq) addMasq(ms Masq, force bool) error {
-	c, err := newConn()
+	c, nl, done, err := newOpConn()
 	if err != nil {
 		return err
 	}
+	defer done()
 	t, maps, err := m.ensureBase(c)
 	if err != nil {
 		return err
@@ -148,7 +151,7 @@ func (m nftMasq) addMasq(ms Masq, force bool) error {
 		// addOwned stores this attachment's tag even if an element for
 		// the same IP was left behind by an attachment that never got its
 		// DEL, and deletes nothing otherwise.
-		if err := addOwned(c, maps[f.nfproto], tg, el...); err != nil {
+		if err := addOwned(c, nl, maps[f.nfproto], tg, el...); err != nil {
 			return fmt.Errorf("masquerade of %s: %w", ipn.IP, err)
 		}
 	}

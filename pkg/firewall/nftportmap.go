@@ -140,10 +140,10 @@ func (nftPorts) ensureBase(c *nftables.Conn) (*portsObjs, error) {
 		}
 		o.hairpin[f.nfproto] = o.maps["hairpin"+f.suffix()]
 	}
-	dnat := c.AddChain(&nftables.Chain{Name: portsDNAT, Table: t})
-	if chainHolds(t, portsDNAT, 4) && chainHolds(t, portsPrerouting, 1) && chainHolds(t, portsOutput, 1) && chainHolds(t, portsPostrouting, 5) {
+	if chainHolds(c, t, portsDNAT, 4) && chainHolds(c, t, portsPrerouting, 1) && chainHolds(c, t, portsOutput, 1) && chainHolds(c, t, portsPostrouting, 5) {
 		return o, nil
 	}
+	dnat := c.AddChain(&nftables.Chain{Name: portsDNAT, Table: t})
 	c.FlushChain(dnat)
 	for _, f := range []family{v4, v6} {
 		for _, specific := range []bool{true, false} {
@@ -250,15 +250,26 @@ func intervalOf(f family, n *net.IPNet) []nftables.SetElement {
 }
 
 func (np nftPorts) AddPorts(p PortMap) error {
+	err := np.addPorts(p, false)
+	if isNotExist(err) {
+		// The network's reference chain went between the look and the
+		// commit (its last attachment's DEL): again, creating it.
+		err = np.addPorts(p, true)
+	}
+	return err
+}
+
+func (np nftPorts) addPorts(p PortMap, force bool) error {
 	tg := tag(p.Network, p.ContainerID, p.IfName)
 	tgts := targets(p)
 	if len(tgts) == 0 {
 		return nil
 	}
-	c, err := newConn()
+	c, nl, done, err := newOpConn()
 	if err != nil {
 		return err
 	}
+	defer done()
 	o, err := np.ensureBase(c)
 	if err != nil {
 		return err
@@ -283,7 +294,7 @@ func (np nftPorts) AddPorts(p PortMap) error {
 			}{o.maps[e.allSet], e.all})
 		}
 		for _, se := range sets {
-			if err := addOwned(c, se.s, tg, se.el); err != nil {
+			if err := addOwned(c, nl, se.s, tg, se.el); err != nil {
 				return fmt.Errorf("publishing %s: %w", t.m, err)
 			}
 		}
@@ -299,10 +310,13 @@ func (np nftPorts) AddPorts(p PortMap) error {
 	}
 	// The attachment's reference keeps the network's hairpin entries (see
 	// netstate.go).
-	if err := addRef(c, o.table, portsRefs, portsNetChain, p.Network, tg); err != nil {
+	if err := addRef(c, o.table, portsRefs, portsNetChain, p.Network, tg, force); err != nil {
 		return err
 	}
 	if err := c.Flush(); err != nil {
+		if isNotExist(err) && !force {
+			return err
+		}
 		if cerr := np.findConflict(tgts, tg); cerr != nil {
 			return cerr
 		}

@@ -80,3 +80,52 @@ func TestAddDeletesNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestAddTakesOverLeftover: an element left under the same key by an
+// attachment that never got its DEL (same data, another tag) is taken over
+// by the new attachment's ADD; one of a live attachment with other data
+// (another container's published port) makes the ADD fail and stays.
+func TestAddTakesOverLeftover(t *testing.T) {
+	inNS(t, func() {
+		m0, p0, i0 := benchAttachment(0)
+		if err := (nftMasq{}).AddMasq(m0); err != nil {
+			t.Fatal(err)
+		}
+		if err := (nftIso{}).AddIsolation(i0); err != nil {
+			t.Fatal(err)
+		}
+		if err := (nftPorts{}).AddPorts(p0); err != nil {
+			t.Fatal(err)
+		}
+		// Attachment 1 gets attachment 0's address (0 lost its DEL).
+		m1, _, i1 := benchAttachment(1)
+		m1.IPs, i1.IPs = m0.IPs, i0.IPs
+		if err := (nftMasq{}).AddMasq(m1); err != nil {
+			t.Fatal(err)
+		}
+		if err := (nftIso{}).AddIsolation(i1); err != nil {
+			t.Fatal(err)
+		}
+		ip := m0.IPs[0].IP.To4()
+		for _, k := range []keyed{{masqMap(nftTable(), v4), ip}, {isoAllowSet(nftTable(), v4), ip}} {
+			got, found, err := elementComment(nil, k)
+			if want := tag(m1.Network, m1.ContainerID, m1.IfName); err != nil || !found || got != want {
+				t.Errorf("%s: comment %q, found %v, %v; want %q", k.set.Name, got, found, err, want)
+			}
+		}
+		// Attachment 2 asks for attachment 0's host port for another address.
+		_, p2, _ := benchAttachment(2)
+		p2.Mappings = p0.Mappings
+		if err := (nftPorts{}).AddPorts(p2); err == nil {
+			t.Fatal("publishing a host port held by another attachment: no error")
+		}
+		e, err := elemsOf(targets(p0)[0], "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, found, err := elementComment(nil, keyed{portsMap(nftTable(), v4, false), e.dnat.Key})
+		if want := tag(p0.Network, p0.ContainerID, p0.IfName); err != nil || !found || got != want {
+			t.Errorf("host port: comment %q, found %v, %v; want %q kept", got, found, err, want)
+		}
+	})
+}

@@ -117,8 +117,26 @@ func (b *bench) reportBreakdown() {
 				}
 				m := summarize(d).median
 				fmt.Printf("  %s %v (+%v)", p, m.Round(10*time.Microsecond), (m - fl).Round(10*time.Microsecond))
+				if len(d) >= 200 {
+					// Which plugin grows with the number of containers.
+					fmt.Printf(" [first100 %v, last100 %v]", summarize(d[:100]).median.Round(10*time.Microsecond), summarize(d[len(d)-100:]).median.Round(10*time.Microsecond))
+				}
 			}
 			fmt.Println()
 		}
 	}
+}
+
+// floorSegment is the floor's median beside the first and the last 100
+// containers of an operation (op "ADD": the samples of the ADD loop, "DEL":
+// those of the DEL loop, n each).
+func (b *bench) floorSegment(op string, n int) [2]time.Duration {
+	if b.floor == nil || len(b.floor.times) < 2*n || n < 200 {
+		return [2]time.Duration{}
+	}
+	t := b.floor.times[:n]
+	if op == "DEL" {
+		t = b.floor.times[n : 2*n]
+	}
+	return [2]time.Duration{summarize(t[:100]).median, summarize(t[n-100:]).median}
 }

@@ -434,6 +434,13 @@ func (b *bench) report() {
 				first := summarize(op.d[:100]).median
 				last := summarize(op.d[len(op.d)-100:]).median
 				fmt.Printf(" %12v %12v %7.2f", first.Round(10*time.Microsecond), last.Round(10*time.Microsecond), float64(last)/float64(first))
+				// The same above the floor of those containers (a
+				// no-op process start sampled beside each), so a load
+				// that changes during the run shows as such.
+				if fl := b.floorSegment(op.name, len(op.d)); fl[0] > 0 && first > fl[0] {
+					fmt.Printf("  over floor: %v/%v -> %v/%v, last/1st %.2f", first.Round(10*time.Microsecond), fl[0].Round(10*time.Microsecond),
+						last.Round(10*time.Microsecond), fl[1].Round(10*time.Microsecond), float64(last-fl[1])/float64(first-fl[0]))
+				}
 			}
 			fmt.Println()
 		}

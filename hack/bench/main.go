@@ -9,9 +9,14 @@
 //	go run ./hack/bench -n 500 -parallel 32 -ref /tmp/ref
 //	go run ./hack/bench -n 100 -join                   # container-mode: N joins of one attached target
 //	go run ./hack/bench -n 100 -macvlan -ref /tmp/ref   # macvlan + host-local on a veth parent
+//	go run ./hack/bench -n 50 -podman -ref /tmp/ref     # bridge+portmap+firewall+tuning+dnsname (ref: the first four)
+//
+// Every sequential run also prints the floor (a no-op Go binary started
+// beside each container, same run) and each plugin's median alone (the
+// time libcni spends in its process, the previous result handed in).
 //
 // The reference plugins: GOBIN=/tmp/ref go install
-// github.com/containernetworking/plugins/plugins/{main/bridge,ipam/host-local,meta/portmap}@v1.9.1
+// github.com/containernetworking/plugins/plugins/{main/bridge,ipam/host-local,meta/portmap,meta/firewall,meta/tuning}@v1.9.1
 package main
 
 import (
@@ -23,6 +28,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -41,6 +47,7 @@ func main() {
 	parallel := flag.Int("parallel", 1, "concurrent ADDs (then DELs); >1 reports throughput")
 	join := flag.Bool("join", false, "container-mode: attach one target through the chain, then measure N containers joining it (berth only)")
 	macvlan := flag.Bool("macvlan", false, "chain macvlan + host-local (on a veth parent in the bench's host namespace) instead of bridge")
+	podman := flag.Bool("podman", false, "Podman's chain: bridge + portmap + firewall + tuning + dnsname (plugins missing from a -ref dir are left out of its chain)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fatal(fmt.Errorf("needs root (network namespaces)"))
@@ -52,7 +59,10 @@ func main() {
 	if *join && *ref != "" {
 		fatal(fmt.Errorf("-join measures berth's container-mode, which the reference plugins lack: drop -ref"))
 	}
-	b := &bench{n: *n, portmap: *portmap, masq: *masq, dynPorts: *dynPorts, join: *join, macvlan: *macvlan, prefix: fmt.Sprintf("bb%d", os.Getpid()%100000)}
+	if *podman {
+		*portmap = true
+	}
+	b := &bench{n: *n, podman: *podman, portmap: *portmap, masq: *masq, dynPorts: *dynPorts, join: *join, macvlan: *macvlan, prefix: fmt.Sprintf("bb%d", os.Getpid()%100000)}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() {
@@ -81,7 +91,9 @@ type bench struct {
 	masq     bool
 	join     bool
 	macvlan  bool
+	podman   bool
 	prefix   string
+	floor    *floor
 
 	mu    sync.Mutex
 	impls []*impl
@@ -102,6 +114,9 @@ type impl struct {
 	del    []time.Duration
 	ips    map[string]int
 	failed int
+	// timer times each plugin process; plugins is the chain's order.
+	timer   *timedExec
+	plugins []string
 
 	// With -join: the target every container joins, attached through
 	// chain; list is then the container-mode list.
@@ -119,9 +134,18 @@ func (b *bench) run(berth, ref string, parallel int) error {
 			return err
 		}
 	}
+	var err error
+	if b.floor, err = newFloor(b.impls[0].state); err != nil {
+		return err
+	}
 	switch {
 	case b.join:
 		fmt.Printf("container-mode joins of one target on bridge+host-local, N=%d, parallel=%d\n", b.n, parallel)
+	case b.podman:
+		for _, im := range b.impls {
+			fmt.Printf("%s chain: %s, ", im.name, strings.Join(im.plugins, "+"))
+		}
+		fmt.Printf("N=%d, parallel=%d\n", b.n, parallel)
 	case b.macvlan:
 		fmt.Printf("chain: macvlan+host-local%s, N=%d, parallel=%d\n", map[bool]string{true: "+portmap", false: ""}[b.portmap], b.n, parallel)
 	default:
@@ -138,6 +162,7 @@ func (b *bench) run(berth, ref string, parallel int) error {
 				return err
 			}
 		}
+		b.floor.sample()
 	}
 	for i := 0; i < b.n; i++ {
 		for _, im := range b.impls {
@@ -145,8 +170,10 @@ func (b *bench) run(berth, ref string, parallel int) error {
 				return err
 			}
 		}
+		b.floor.sample()
 	}
 	b.report()
+	b.reportBreakdown()
 	return nil
 }
 
@@ -184,9 +211,13 @@ func (b *bench) newImpl(name, dir string) error {
 			return fmt.Errorf("%s: parent: %w: %s", name, err, out)
 		}
 	}
-	im.rt = sandbox.NewRuntime(im.host, filepath.Join(state, "cache"), abs)
-	if im.list, err = b.conflist(state); err != nil {
+	im.timer = newTimedExec()
+	im.rt = &sandbox.Runtime{Host: im.host, CNI: libcni.NewCNIConfigWithCacheDir([]string{abs}, filepath.Join(state, "cache"), im.timer)}
+	if im.list, err = b.conflist(state, abs); err != nil {
 		return err
+	}
+	for _, p := range im.list.Plugins {
+		im.plugins = append(im.plugins, p.Network.Type)
 	}
 	if b.join {
 		if err := im.attachTarget(b); err != nil {
@@ -201,7 +232,7 @@ func (b *bench) newImpl(name, dir string) error {
 	return nil
 }
 
-func (b *bench) conflist(state string) (*libcni.NetworkConfigList, error) {
+func (b *bench) conflist(state, dir string) (*libcni.NetworkConfigList, error) {
 	ipam := map[string]any{
 		"type": "host-local", "dataDir": filepath.Join(state, "networks"),
 		"ranges": []any{[]any{map[string]any{"subnet": "10.200.0.0/16"}}},
@@ -220,6 +251,20 @@ func (b *bench) conflist(state string) (*libcni.NetworkConfigList, error) {
 		// dataDir: chosen ports (hostPort 0) under the run's state.
 		plugins = append(plugins, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true},
 			"dataDir": filepath.Join(state, "portmap")})
+	}
+	if b.podman {
+		// As Podman 4 writes them (firewall's backend left to its
+		// default); each plugin's state under the run's directory.
+		for _, p := range []map[string]any{
+			{"type": "firewall"},
+			{"type": "tuning", "dataDir": filepath.Join(state, "tuning")},
+			{"type": "dnsname", "domainName": "dns.bench", "upstreams": []string{"192.0.2.53"}, "capabilities": map[string]bool{"aliases": true},
+				"dataDir": filepath.Join(state, "dnsname"), "attachmentsDir": filepath.Join(state, "attachments")},
+		} {
+			if _, err := os.Stat(filepath.Join(dir, p["type"].(string))); err == nil {
+				plugins = append(plugins, p)
+			}
+		}
 	}
 	raw, err := json.Marshal(map[string]any{"cniVersion": "1.0.0", "name": "bench", "plugins": plugins})
 	if err != nil {
@@ -389,6 +434,13 @@ func (b *bench) report() {
 				first := summarize(op.d[:100]).median
 				last := summarize(op.d[len(op.d)-100:]).median
 				fmt.Printf(" %12v %12v %7.2f", first.Round(10*time.Microsecond), last.Round(10*time.Microsecond), float64(last)/float64(first))
+				// The same above the floor of those containers (a
+				// no-op process start sampled beside each), so a load
+				// that changes during the run shows as such.
+				if fl := b.floorSegment(op.name, len(op.d)); fl[0] > 0 && first > fl[0] {
+					fmt.Printf("  over floor: %v/%v -> %v/%v, last/1st %.2f", first.Round(10*time.Microsecond), fl[0].Round(10*time.Microsecond),
+						last.Round(10*time.Microsecond), fl[1].Round(10*time.Microsecond), float64(last-fl[1])/float64(first-fl[0]))
+				}
 			}
 			fmt.Println()
 		}

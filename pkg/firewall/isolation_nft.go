@@ -133,6 +133,11 @@ func (nftIso) ensureInet(c *nftables.Conn) (*isoSets, error) {
 			return nil, fmt.Errorf("nftables: set %s: %w", set.Name, err)
 		}
 	}
+	if chainHolds(c, t, isoForward, 7) {
+		// Built by an earlier ADD, with fw-admin (its first rule jumps
+		// there): nothing deleted, no chain re-added (chainHolds).
+		return s, nil
+	}
 	// Created if missing, never flushed: its rules are the admin's.
 	c.AddChain(&nftables.Chain{Name: isoAdmin, Table: t})
 	fwd := c.AddChain(&nftables.Chain{Name: isoForward, Table: t, Type: nftables.ChainTypeFilter,
@@ -172,6 +177,9 @@ func (nftIso) ensureBridge(c *nftables.Conn) (*nftables.Set, error) {
 	if err := c.AddSet(s, nil); err != nil {
 		return nil, fmt.Errorf("nftables: set bridge %s: %w", s.Name, err)
 	}
+	if chainHolds(c, bt, isoForward, 1) {
+		return s, nil
+	}
 	fwd := c.AddChain(&nftables.Chain{Name: isoForward, Table: bt, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityRef(-200)})
 	c.FlushChain(fwd)
@@ -185,10 +193,21 @@ func (n nftIso) AddIsolation(a Isolation) error {
 	if err := a.Validate(); err != nil {
 		return err
 	}
-	c, err := newConn()
+	err := n.addIsolation(a, false)
+	if isNotExist(err) {
+		// The network's reference chain went between the look and the
+		// commit (its last attachment's DEL): again, creating it.
+		err = n.addIsolation(a, true)
+	}
+	return err
+}
+
+func (n nftIso) addIsolation(a Isolation, force bool) error {
+	c, nl, done, err := newOpConn()
 	if err != nil {
 		return err
 	}
+	defer done()
 	s, err := n.ensureInet(c)
 	if err != nil {
 		return err
@@ -196,7 +215,7 @@ func (n nftIso) AddIsolation(a Isolation) error {
 	tg := tag(a.Network, a.ContainerID, a.IfName)
 	for _, ipn := range a.IPs {
 		f := familyOf(ipn.IP)
-		if err := upsert(c, s.allow[f.nfproto], nftables.SetElement{Key: f.addrBytes(ipn.IP), Comment: tg}); err != nil {
+		if err := addOwned(c, nl, s.allow[f.nfproto], tg, nftables.SetElement{Key: f.addrBytes(ipn.IP), Comment: tg}); err != nil {
 			return err
 		}
 	}
@@ -217,13 +236,13 @@ func (n nftIso) AddIsolation(a Isolation) error {
 		if err != nil {
 			return err
 		}
-		if err := upsert(c, icc, nftables.SetElement{Key: ifKey(a.HostVeth), Comment: tg}); err != nil {
+		if err := addOwned(c, nl, icc, tg, nftables.SetElement{Key: ifKey(a.HostVeth), Comment: tg}); err != nil {
 			return err
 		}
 	}
 	// The attachment's reference keeps the network's bridge entries (see
 	// netstate.go).
-	if err := addRef(c, c.AddTable(nftTable()), isoRefs, isoNetChain, a.Network, tg); err != nil {
+	if err := addRef(c, c.AddTable(nftTable()), isoRefs, isoNetChain, a.Network, tg, force); err != nil {
 		return err
 	}
 	if err := c.Flush(); err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -82,15 +83,22 @@ func refKey(tg string) []byte {
 }
 
 // addRef queues, in an ADD's transaction, the network's reference chain
-// and the attachment's reference to it.
-func addRef(c *nftables.Conn, t *nftables.Table, mapName, chainPrefix, network, tg string) error {
+// and the attachment's reference to it. The chain is created only when it
+// is missing (or force): re-adding an existing chain is an update that
+// costs a grace period. If the last DEL of the network deletes it before
+// this commit, the reference's jump fails the transaction (ENOENT) and the
+// caller retries with force.
+func addRef(c *nftables.Conn, t *nftables.Table, mapName, chainPrefix, network, tg string, force bool) error {
 	s := refMap(mapName)
 	s.Table = t
 	if err := c.AddSet(s, nil); err != nil {
 		return fmt.Errorf("nftables: map %s: %w", mapName, err)
 	}
-	ch := c.AddChain(&nftables.Chain{Name: chainPrefix + shorten(network), Table: t})
-	el := nftables.SetElement{Key: refKey(tg), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: ch.Name}, Comment: tg}
+	name := chainPrefix + shorten(network)
+	if force || !chainHolds(c, t, name, 0) {
+		c.AddChain(&nftables.Chain{Name: name, Table: t})
+	}
+	el := nftables.SetElement{Key: refKey(tg), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: name}, Comment: tg}
 	if err := c.SetAddElements(s, []nftables.SetElement{el}); err != nil {
 		return fmt.Errorf("nftables: %s element: %w", mapName, err)
 	}
@@ -101,12 +109,25 @@ func addRef(c *nftables.Conn, t *nftables.Table, mapName, chainPrefix, network, 
 // elements (comment = the network) in one transaction, which the kernel
 // refuses while an attachment of the network still references the chain;
 // then, or when there is no such chain, nothing changes.
+//
+// It first looks at the chain's use count (one GET): while another
+// attachment references it there is nothing to try, and the attempt would
+// still cost a grace period (see chainUse). A count of 0 read just before
+// an ADD commits its reference is harmless: the transaction below is still
+// refused then.
 func dropNetwork(chainPrefix, network string, shared []*nftables.Set) error {
+	net := shorten(network)
+	use, found, err := chainUse(nil, nftTable(), chainPrefix+net)
+	if err != nil {
+		return err
+	}
+	if !found || use > 0 {
+		return nil
+	}
 	c, err := newConn()
 	if err != nil {
 		return err
 	}
-	net := shorten(network)
 	var queue []func() error
 	for _, s := range shared {
 		els, err := dumpElements(c, s)
@@ -147,10 +168,25 @@ func isBusy(err error) bool {
 }
 
 // dropUnusedChains deletes each chain in its own transaction, unless a map
-// element or rule still jumps to it (EBUSY) or it is gone already.
-func dropUnusedChains(chains []string) error {
+// element or rule still jumps to it (EBUSY) or it is gone already. A chain
+// whose use count (one GET, see chainUse) is above its own rules' is
+// referenced: no transaction is tried.
+func dropUnusedChains(chains []string, ownRules uint32) error {
 	var errs []error
+	nl, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	defer nl.Close()
 	for _, name := range chains {
+		use, found, err := chainUse(nl, nftTable(), name)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !found || use > ownRules {
+			continue
+		}
 		c, err := newConn()
 		if err != nil {
 			return err

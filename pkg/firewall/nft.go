@@ -36,6 +36,26 @@ func newConn() (*nftables.Conn, error) {
 	return c, nil
 }
 
+// newOpConn returns a lasting connection for one ADD: its look-ups
+// (chainHolds) and its transaction share one netlink socket, and a raw
+// netfilter socket (nl) serves its element GETs. Closing a netfilter socket
+// waits while any deletion in the kernel (any process's, any namespace's)
+// still awaits its RCU grace period, so an ADD that closed a socket per
+// look-up could wait several times; with these two it waits at most twice.
+// done closes both.
+func newOpConn() (c *nftables.Conn, nl *netlink.Conn, done func(), err error) {
+	c, err = nftables.New(nftables.AsLasting())
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("nftables: %w", err)
+	}
+	nl, err = netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	if err != nil {
+		c.CloseLasting()
+		return nil, nil, nil, fmt.Errorf("nftables: %w", err)
+	}
+	return c, nl, func() { nl.Close(); c.CloseLasting() }, nil
+}
+
 // isNotExist reports whether a netlink error means the object (table, set,
 // element) is not there: DEL treats that as done.
 func isNotExist(err error) bool {
@@ -157,29 +177,56 @@ func verdictChain(e nftables.SetElement) string {
 	return ""
 }
 
-// blindDelete queues the removal of els whether or not they exist, without
-// reading anything: add + delete in the same transaction (the add makes the
-// delete valid). An element under the same key with other data makes the
-// add, and so the transaction, fail.
-func blindDelete(c *nftables.Conn, s *nftables.Set, els ...nftables.SetElement) error {
-	if err := c.SetAddElements(s, els); err != nil {
-		return fmt.Errorf("nftables: %s element: %w", s.Name, err)
-	}
-	if err := c.SetDeleteElements(s, els); err != nil {
-		return fmt.Errorf("nftables: %s element: %w", s.Name, err)
+// upsert queues els with their comments, replacing elements with the same
+// keys left by an attachment that never got its DEL: add + delete + add in
+// one transaction (the first add makes the delete valid, and fails when an
+// element under the key has other data: another attachment's). The delete
+// costs the transaction an RCU grace period (~14 ms), so ADDs use it only
+// for an element found under another tag (see addOwned).
+func upsert(c *nftables.Conn, s *nftables.Set, els ...nftables.SetElement) error {
+	for _, step := range []func(*nftables.Set, []nftables.SetElement) error{c.SetAddElements, c.SetDeleteElements, c.SetAddElements} {
+		if err := step(s, els); err != nil {
+			return fmt.Errorf("nftables: %s element: %w", s.Name, err)
+		}
 	}
 	return nil
 }
 
-// upsert queues els with their comments, replacing elements with the same
-// keys left by an attachment that never got its DEL: a blind delete, then
-// the add, so the element ends up with this attachment's tag.
-func upsert(c *nftables.Conn, s *nftables.Set, els ...nftables.SetElement) error {
-	if err := blindDelete(c, s, els...); err != nil {
-		return err
-	}
-	if err := c.SetAddElements(s, els); err != nil {
-		return fmt.Errorf("nftables: %s element: %w", s.Name, err)
+// addOwned queues els, each carrying tg as its comment, deleting nothing
+// where nothing needs removing: each key is looked up first (one GET, no
+// dump). An absent element, or one already carrying tg, is simply added
+// (adding without NLM_F_EXCL an element with the same data is a no-op; with
+// other data the transaction fails, as it must when the key is another
+// attachment's). Only an element with the same key under another tag, left
+// by an attachment that never got its DEL, is replaced with upsert.
+func addOwned(c *nftables.Conn, nl *netlink.Conn, s *nftables.Set, tg string, els ...nftables.SetElement) error {
+	for _, el := range els {
+		comment, found, err := elementComment(nl, keyed{s, el.Key})
+		if err != nil {
+			return err
+		}
+		if found && comment != tg {
+			if err := upsert(c, s, el); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := c.SetAddElements(s, []nftables.SetElement{el}); err != nil {
+			return fmt.Errorf("nftables: %s element: %w", s.Name, err)
+		}
 	}
 	return nil
+}
+
+// chainHolds reports whether the chain exists with exactly n rules, i.e.
+// an earlier ADD built its fixed rules. ADDs then skip rebuilding them:
+// the rebuild is a flush (a deletion of rules) and a re-add, and a
+// transaction that deletes waits for a grace period. When the chain is
+// missing or its rules are not the expected number (first ADD, an admin's
+// edit), the ADD flushes and re-adds them in its transaction as before,
+// so concurrent first ADDs still converge on one copy. One dump of one
+// small chain, never of a set.
+func chainHolds(c *nftables.Conn, t *nftables.Table, chain string, n int) bool {
+	rules, err := c.GetRules(&nftables.Table{Name: t.Name, Family: t.Family}, &nftables.Chain{Name: chain, Table: t})
+	return err == nil && len(rules) == n
 }

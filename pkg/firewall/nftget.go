@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -22,12 +23,15 @@ type keyed struct {
 // which google/nftables (v0.3.0) has no call for.
 //
 // Same as: nft get element FAMILY TABLE SET { KEY }
-func elementComment(k keyed) (comment string, found bool, err error) {
-	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
-	if err != nil {
-		return "", false, fmt.Errorf("nftables: %w", err)
+//
+// conn is a netfilter netlink socket to use, or nil for one of its own.
+func elementComment(conn *netlink.Conn, k keyed) (comment string, found bool, err error) {
+	if conn == nil {
+		if conn, err = netlink.Dial(unix.NETLINK_NETFILTER, nil); err != nil {
+			return "", false, fmt.Errorf("nftables: %w", err)
+		}
+		defer conn.Close()
 	}
-	defer conn.Close()
 	keyAttr, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_DATA_VALUE, Data: k.key}})
 	if err != nil {
 		return "", false, err
@@ -112,9 +116,16 @@ func delOwned(ks []keyed, sets []*nftables.Set, tg string) error {
 	if err != nil {
 		return err
 	}
+	// One socket for the look-ups: closing each would wait for any
+	// pending grace period (see newOpConn).
+	nl, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	defer nl.Close()
 	n := 0
 	for _, k := range ks {
-		comment, found, err := elementComment(k)
+		comment, found, err := elementComment(nl, k)
 		if err != nil {
 			return err
 		}
@@ -136,4 +147,56 @@ func delOwned(ks []keyed, sets []*nftables.Set, tg string) error {
 		return delElements(sets, tg)
 	}
 	return nil
+}
+
+// chainUse asks the kernel for one chain (one GET, no dump) and returns its
+// use count (NFTA_CHAIN_USE: its rules plus the rules and map elements
+// that jump to it); found is false when there is no such chain or table.
+//
+// A teardown attempt (DELCHAIN refused with EBUSY while the chain is
+// referenced) costs no work but waits for the RCU grace period of the
+// element deletions before it; looking at the count first lets a DEL skip
+// the attempt while other attachments hold the network.
+func chainUse(conn *netlink.Conn, t *nftables.Table, chain string) (use uint32, found bool, err error) {
+	if conn == nil {
+		if conn, err = netlink.Dial(unix.NETLINK_NETFILTER, nil); err != nil {
+			return 0, false, fmt.Errorf("nftables: %w", err)
+		}
+		defer conn.Close()
+	}
+	data, err := netlink.MarshalAttributes([]netlink.Attribute{
+		{Type: unix.NFTA_CHAIN_TABLE, Data: []byte(t.Name + "\x00")},
+		{Type: unix.NFTA_CHAIN_NAME, Data: []byte(chain + "\x00")},
+	})
+	if err != nil {
+		return 0, false, err
+	}
+	hdr := []byte{byte(t.Family), unix.NFNETLINK_V0, 0, 0}
+	msgs, err := conn.Execute(netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETCHAIN), Flags: netlink.Request},
+		Data:   append(hdr, data...),
+	})
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return 0, false, nil
+		}
+		return 0, false, fmt.Errorf("nftables: get chain %s: %w", chain, err)
+	}
+	for _, m := range msgs {
+		if len(m.Data) < 4 {
+			continue
+		}
+		ad, err := netlink.NewAttributeDecoder(m.Data[4:])
+		if err != nil {
+			return 0, false, err
+		}
+		ad.ByteOrder = binary.BigEndian
+		for ad.Next() {
+			if ad.Type() == unix.NFTA_CHAIN_USE {
+				return ad.Uint32(), true, nil
+			}
+		}
+		return 0, true, nil
+	}
+	return 0, false, nil
 }

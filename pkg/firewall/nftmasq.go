@@ -25,16 +25,19 @@ import (
 //
 // A packet costs one hash lookup whatever the number of containers, and an
 // ADD or DEL is one transaction adding or removing map elements. The fixed
-// rules are rebuilt (flush chain + add) inside the same transaction because
-// adding a rule is not idempotent; their content depends only on the
-// subnet, so concurrent ADDs from separate processes (serialized by the
-// kernel) always leave the same rules.
+// rules are built (flush chain + add) inside the ADD's transaction when
+// their chain lacks them (chainHolds), because adding a rule is not
+// idempotent; their content depends only on the subnet, so concurrent ADDs
+// from separate processes (serialized by the kernel) always leave the same
+// rules. Once they are there an ADD deletes nothing.
 type nftMasq struct{}
 
 const (
 	masqPostrouting = "masq-postrouting"
 	masqMap4        = "masq4"
 	masqMap6        = "masq6"
+	// masqChainRules is the number of rules of a subnet chain.
+	masqChainRules = 3
 )
 
 func masqMapName(f family) string {
@@ -67,6 +70,11 @@ func (nftMasq) ensureBase(c *nftables.Conn) (*nftables.Table, map[byte]*nftables
 		}
 		maps[f.nfproto] = s
 	}
+	// Not even re-added when it is there: re-adding an existing chain
+	// is an update that waits for a grace period too (see chainHolds).
+	if chainHolds(c, t, masqPostrouting, 2) {
+		return t, maps, nil
+	}
 	post := c.AddChain(&nftables.Chain{
 		Name: masqPostrouting, Table: t, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource,
@@ -82,10 +90,19 @@ func (nftMasq) ensureBase(c *nftables.Conn) (*nftables.Table, map[byte]*nftables
 	return t, maps, nil
 }
 
-// ensureSubnetChain (re)builds the chain for one subnet in the transaction.
-func (nftMasq) ensureSubnetChain(c *nftables.Conn, t *nftables.Table, n *net.IPNet) string {
+// ensureSubnetChain (re)builds the chain for one subnet in the transaction,
+// unless it holds its rules already (and force is off): then the
+// transaction does not name the chain at all, so if a DEL's teardown
+// deletes it before this commit, the element's jump fails the transaction
+// (ENOENT) instead of landing in an empty chain, and AddMasq retries with
+// force.
+func (nftMasq) ensureSubnetChain(c *nftables.Conn, t *nftables.Table, n *net.IPNet, force bool) string {
 	f := familyOf(n.IP)
-	ch := c.AddChain(&nftables.Chain{Name: masqChainName(n), Table: t})
+	name := masqChainName(n)
+	if !force && chainHolds(c, t, name, masqChainRules) {
+		return name
+	}
+	ch := c.AddChain(&nftables.Chain{Name: name, Table: t})
 	c.FlushChain(ch)
 	for _, dst := range []*net.IPNet{n, f.multicast} {
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: concat(f.matchProto(),
@@ -104,10 +121,20 @@ func (m nftMasq) AddMasq(ms Masq) error {
 	if len(ms.IPs) == 0 {
 		return nil
 	}
-	c, err := newConn()
+	err := m.addMasq(ms, false)
+	if isNotExist(err) {
+		// A subnet chain went between the look and the commit.
+		err = m.addMasq(ms, true)
+	}
+	return err
+}
+
+func (m nftMasq) addMasq(ms Masq, force bool) error {
+	c, nl, done, err := newOpConn()
 	if err != nil {
 		return err
 	}
+	defer done()
 	t, maps, err := m.ensureBase(c)
 	if err != nil {
 		return err
@@ -115,15 +142,16 @@ func (m nftMasq) AddMasq(ms Masq) error {
 	tg := tag(ms.Network, ms.ContainerID, ms.IfName)
 	for _, ipn := range ms.IPs {
 		f := familyOf(ipn.IP)
-		chain := m.ensureSubnetChain(c, t, subnetOf(ipn))
+		chain := m.ensureSubnetChain(c, t, subnetOf(ipn), force)
 		el := []nftables.SetElement{{
 			Key:         f.addrBytes(ipn.IP),
 			VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain},
 			Comment:     tg,
 		}}
-		// upsert stores this attachment's tag even if an element for the
-		// same IP was left behind by an attachment that never got its DEL.
-		if err := upsert(c, maps[f.nfproto], el...); err != nil {
+		// addOwned stores this attachment's tag even if an element for
+		// the same IP was left behind by an attachment that never got its
+		// DEL, and deletes nothing otherwise.
+		if err := addOwned(c, nl, maps[f.nfproto], tg, el...); err != nil {
 			return fmt.Errorf("masquerade of %s: %w", ipn.IP, err)
 		}
 	}
@@ -250,7 +278,7 @@ func (m nftMasq) DelMasq(ms Masq) error {
 		// Without addresses the subnet is unknown: try them all.
 		return dropUnusedMasqChains()
 	}
-	return dropUnusedChains(chains)
+	return dropUnusedChains(chains, masqChainRules)
 }
 
 // dropUnusedMasqChains deletes every subnet chain no element jumps to.
@@ -272,7 +300,7 @@ func dropUnusedMasqChains() error {
 			unused = append(unused, ch.Name)
 		}
 	}
-	return dropUnusedChains(unused)
+	return dropUnusedChains(unused, masqChainRules)
 }
 
 func (m nftMasq) CheckMasq(ms Masq) error {

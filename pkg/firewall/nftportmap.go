@@ -124,9 +124,10 @@ type portsObjs struct {
 	hairpin map[byte]*nftables.Set
 }
 
-// ensureBase adds the table, sets, maps and chains, rebuilding the fixed
-// rules (flush + add in the same transaction, so concurrent callers always
-// leave one copy of them).
+// ensureBase adds the table, sets, maps and chains, building the fixed
+// rules of a chain that lacks them (flush + add in the same transaction,
+// so concurrent callers always leave one copy of them); a chain that holds
+// them is left alone, so a later ADD deletes nothing (chainHolds).
 func (nftPorts) ensureBase(c *nftables.Conn) (*portsObjs, error) {
 	t := c.AddTable(nftTable())
 	o := &portsObjs{maps: map[string]*nftables.Set{}, table: t, hairpin: map[byte]*nftables.Set{}}
@@ -138,6 +139,9 @@ func (nftPorts) ensureBase(c *nftables.Conn) (*portsObjs, error) {
 			o.maps[s.Name] = s
 		}
 		o.hairpin[f.nfproto] = o.maps["hairpin"+f.suffix()]
+	}
+	if chainHolds(c, t, portsDNAT, 4) && chainHolds(c, t, portsPrerouting, 1) && chainHolds(c, t, portsOutput, 1) && chainHolds(c, t, portsPostrouting, 5) {
+		return o, nil
 	}
 	dnat := c.AddChain(&nftables.Chain{Name: portsDNAT, Table: t})
 	c.FlushChain(dnat)
@@ -246,15 +250,26 @@ func intervalOf(f family, n *net.IPNet) []nftables.SetElement {
 }
 
 func (np nftPorts) AddPorts(p PortMap) error {
+	err := np.addPorts(p, false)
+	if isNotExist(err) {
+		// The network's reference chain went between the look and the
+		// commit (its last attachment's DEL): again, creating it.
+		err = np.addPorts(p, true)
+	}
+	return err
+}
+
+func (np nftPorts) addPorts(p PortMap, force bool) error {
 	tg := tag(p.Network, p.ContainerID, p.IfName)
 	tgts := targets(p)
 	if len(tgts) == 0 {
 		return nil
 	}
-	c, err := newConn()
+	c, nl, done, err := newOpConn()
 	if err != nil {
 		return err
 	}
+	defer done()
 	o, err := np.ensureBase(c)
 	if err != nil {
 		return err
@@ -264,10 +279,10 @@ func (np nftPorts) AddPorts(p PortMap) error {
 		if err != nil {
 			return err
 		}
-		// add + delete + add, as for masquerade: replaces this
-		// attachment's own stale element (same data, old tag), while an
-		// element of another attachment (other data) makes the first add
-		// fail.
+		// As for masquerade: a stale element of a lost attachment (same
+		// data, old tag) is replaced, an element of another attachment
+		// (other data) makes the add fail, and nothing is deleted
+		// otherwise.
 		sets := []struct {
 			s  *nftables.Set
 			el nftables.SetElement
@@ -279,7 +294,7 @@ func (np nftPorts) AddPorts(p PortMap) error {
 			}{o.maps[e.allSet], e.all})
 		}
 		for _, se := range sets {
-			if err := upsert(c, se.s, se.el); err != nil {
+			if err := addOwned(c, nl, se.s, tg, se.el); err != nil {
 				return fmt.Errorf("publishing %s: %w", t.m, err)
 			}
 		}
@@ -295,10 +310,13 @@ func (np nftPorts) AddPorts(p PortMap) error {
 	}
 	// The attachment's reference keeps the network's hairpin entries (see
 	// netstate.go).
-	if err := addRef(c, o.table, portsRefs, portsNetChain, p.Network, tg); err != nil {
+	if err := addRef(c, o.table, portsRefs, portsNetChain, p.Network, tg, force); err != nil {
 		return err
 	}
 	if err := c.Flush(); err != nil {
+		if isNotExist(err) && !force {
+			return err
+		}
 		if cerr := np.findConflict(tgts, tg); cerr != nil {
 			return cerr
 		}

@@ -37,7 +37,9 @@ func overlayHosts(d *demo) error {
 		return err
 	}
 	for _, c := range [][]string{
-		{"link", "add", "ulbr", "type", "bridge"},
+		// A fixed MAC: a bridge would otherwise take its lowest port's and
+		// change it as hosts join, staling the hosts' ARP entries.
+		{"link", "add", "ulbr", "address", "02:00:c6:12:00:fe", "type", "bridge"},
 		{"addr", "add", overlayUnderlay + "254/24", "dev", "ulbr"},
 		{"link", "set", "ulbr", "up"},
 	} {

@@ -47,7 +47,11 @@ func newCluster(t *testing.T) *cluster {
 	t.Helper()
 	nstest.RequireRoot(t)
 	c := &cluster{t: t, ul: nstest.NewNS(t, "ul")}
-	c.ul.MustExec(t, "ip", "link", "add", "ulbr", "type", "bridge")
+	// The MAC is given at creation: a bridge without one takes its
+	// lowest port's and changes it as hosts join, leaving the older
+	// hosts' ARP entry for etcd's address stale (TestEtcdDown's host 1
+	// then never reached the restarted etcd).
+	c.ul.MustExec(t, "ip", "link", "add", "ulbr", "address", "02:00:c6:12:00:fe", "type", "bridge")
 	c.ul.MustExec(t, "ip", "addr", "add", underlayNet+"254/24", "dev", "ulbr")
 	c.ul.MustExec(t, "ip", "link", "set", "ulbr", "up")
 	return c

@@ -48,6 +48,9 @@ type Engine struct {
 	Dir  string
 	mnt  string // /proc/PID/ns/mnt of the holder
 	env  []string
+	// daemons are the engine's own long-running processes (containerd),
+	// which HostProcs does not count as left behind.
+	daemons []int
 }
 
 // Upstream is the address the engine's resolv.conf names: an address of the
@@ -118,6 +121,19 @@ func (e *Engine) Exec(args ...string) (string, error) {
 	return string(out), nil
 }
 
+// Output is Exec returning stdout only (crictl warns on stderr).
+func (e *Engine) Output(args ...string) string {
+	e.T.Helper()
+	cmd := e.Command(args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		e.T.Fatalf("%s: %v: %s%s", strings.Join(args, " "), err, out, stderr.String())
+	}
+	return string(out)
+}
+
 // MustExec is Exec failing the test on error.
 func (e *Engine) MustExec(args ...string) string {
 	e.T.Helper()
@@ -170,11 +186,20 @@ func (e *Engine) HostProcs() []string {
 	pids, _ := filepath.Glob("/proc/[0-9]*")
 	for _, p := range pids {
 		st, err := os.Stat(p + "/ns/net")
-		if err != nil || st.Sys().(*syscall.Stat_t).Ino != hostIno || filepath.Base(p) == holder {
+		if err != nil || st.Sys().(*syscall.Stat_t).Ino != hostIno || filepath.Base(p) == holder || e.isDaemon(p) {
 			continue
 		}
 		cmdline, _ := os.ReadFile(p + "/cmdline")
 		left = append(left, filepath.Base(p)+" "+strings.ReplaceAll(string(cmdline), "\x00", " "))
 	}
 	return left
+}
+
+func (e *Engine) isDaemon(proc string) bool {
+	for _, pid := range e.daemons {
+		if proc == fmt.Sprintf("/proc/%d", pid) {
+			return true
+		}
+	}
+	return false
 }

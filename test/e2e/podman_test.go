@@ -267,6 +267,26 @@ func TestPodman(t *testing.T) {
 		}
 	})
 
+	// A macvlan on a veth of the host namespace whose peer is a "LAN"
+	// namespace: the container is reached from the LAN directly.
+	t.Run("macvlan", func(t *testing.T) {
+		lan := nstest.NewNS(t, "lan")
+		nstest.Veth(t, p.Host, "lan0", "", lan, "eth0", "192.0.2.2/24")
+		p.Podman("network", "create", "-d", "macvlan", "-o", "parent=lan0", "--subnet", "192.0.2.0/24", "--ip-range", "192.0.2.128/25", "lan")
+		if got := p.Conflist("lan")["plugins"].([]any)[0].(map[string]any); got["type"] != "macvlan" || got["master"] != "lan0" {
+			t.Fatalf("podman wrote %v", got)
+		}
+		ids = append(ids, p.Run("m", []string{"--network", "lan"}, "sleep", "1000"))
+		mIP := p.IP("m", "lan")
+		nstest.Ping(t, lan, mIP)
+		if err := p.Ping("m", "192.0.2.2"); err != nil {
+			t.Errorf("m -> the LAN: %v", err)
+		}
+		p.Podman("rm", "-f", "-t0", "m")
+		p.Podman("network", "rm", "lan")
+		nstest.NoPing(t, lan, mIP)
+	})
+
 	t.Run("rm -f and network rm leave nothing", func(t *testing.T) {
 		p.Podman("rm", "-f", "-t0", "a", "b", "c")
 		p.Podman("network", "rm", "web", "other")

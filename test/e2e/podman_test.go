@@ -243,7 +243,7 @@ func TestPodman(t *testing.T) {
 
 	// b, not a: podman hands a container's -p mappings to every network
 	// it joins, and berth's portmap refuses the second publication of
-	// 8080 (reported; the reference adds a second, shadowed DNAT).
+	// 8080 (code 101; reported, not compared with the reference here).
 	t.Run("connect and disconnect", func(t *testing.T) {
 		cIP := p.IP("c", "other")
 		p.Podman("network", "connect", "other", "b")

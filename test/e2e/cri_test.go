@@ -297,10 +297,7 @@ func TestContainerdCRI(t *testing.T) {
 	t.Run("hostPort from the host and on localhost", func(t *testing.T) {
 		c.Host.MustExec(t, "ip", "addr", "add", "192.0.2.1/32", "dev", "lo")
 		for _, url := range []string{"http://192.0.2.1:8080/", "http://127.0.0.1:8080/"} {
-			out, err := c.Host.Exec("curl", "-sS", "-m5", url)
-			if err != nil || out != "hello from berth\n" {
-				t.Errorf("GET %s from the host namespace: %q, %v", url, out, err)
-			}
+			GetPage(t, c.Host, url)
 		}
 	})
 

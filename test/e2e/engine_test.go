@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/berthnet/berth/internal/nstest"
 )
@@ -142,6 +143,26 @@ func (e *Engine) MustExec(args ...string) string {
 		e.T.Fatal(err)
 	}
 	return out
+}
+
+// GetPage fetches url from inside ns and fails the test unless it serves
+// the rootfs's page. It retries for a few seconds: the engine reports the
+// container started before httpd in it listens (the network is ready at
+// once; the server need not be).
+func GetPage(t testing.TB, ns *nstest.NS, url string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := ns.Exec("curl", "-sS", "-m3", url)
+		if err == nil && out == "hello from berth\n" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("GET %s from %s: %q, %v", url, ns.Name, out, err)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // Rootfs builds a container root from busybox-static (no image can be

@@ -55,8 +55,9 @@ type Engine struct {
 }
 
 // Upstream is the address the engine's resolv.conf names: an address of the
-// host namespace itself (on its lo; this kernel has no dummy links), so DNS
-// forwarding never leaves the test's namespaces.
+// host namespace itself (on its lo; this kernel has no dummy links), where
+// the fake upstream answers (startUpstream), so DNS forwarding never leaves
+// the test's namespaces.
 const Upstream = "198.18.0.53"
 
 // holderScript prepares the mount namespace. /sys is remounted while in the
@@ -81,6 +82,7 @@ func NewEngine(t testing.TB) *Engine {
 	t.Helper()
 	e := &Engine{T: t, Host: nstest.NewNS(t, "host"), Dir: t.TempDir()}
 	e.Host.MustExec(t, "ip", "addr", "add", Upstream+"/32", "dev", "lo")
+	startUpstream(t, e.Host)
 	if err := os.WriteFile(filepath.Join(e.Dir, "resolv.conf"), []byte("nameserver "+Upstream+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -211,6 +211,16 @@ func TestPodman(t *testing.T) {
 		}
 	})
 
+	// dnsname's server on the gateway forwards other names to the host's
+	// resolv.conf, here the fake upstream.
+	t.Run("forwarding to the upstream", func(t *testing.T) {
+		gw := p.Podman("network", "inspect", "-f", "{{(index .Subnets 0).Gateway}}", "web")
+		out, err := p.Exec("podman", "exec", "b", "nslookup", "www.example.test", gw)
+		if err != nil || !strings.Contains(out, UpstreamAnswer) {
+			t.Errorf("www.example.test through %s: %v: %s", gw, err, out)
+		}
+	})
+
 	t.Run("published port from the host", func(t *testing.T) {
 		for _, url := range []string{"http://127.0.0.1:8080/", "http://" + Upstream + ":8080/"} {
 			GetPage(t, p.Host, url)

@@ -3,9 +3,11 @@ package e2e
 import (
 	"bufio"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -193,6 +195,46 @@ func Rootfs(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return dir
+}
+
+// assertNothingLeft checks that no trace of the container (or pod) IDs is
+// left in e: links in the host namespace besides lo and those in keep (a
+// runtime's bridge outlives its containers), nft elements, files naming
+// them in berth's and host-local's state, address reservations, container
+// namespaces, and processes in the host namespace (sidecars, conmon, shims).
+func assertNothingLeft(t testing.TB, e *Engine, ids []string, keep ...string) {
+	t.Helper()
+	links := e.Host.MustExec(t, "ip", "-o", "link", "show")
+	for _, l := range strings.Split(strings.TrimSpace(links), "\n") {
+		f := strings.Fields(l)
+		name := strings.SplitN(strings.TrimSuffix(f[1], ":"), "@", 2)[0]
+		if name == "lo" || slices.Contains(keep, name) {
+			continue
+		}
+		t.Errorf("link left in the host namespace: %s", l)
+	}
+	rules := e.Host.MustExec(t, "nft", "list", "ruleset")
+	state := e.MustExec("sh", "-c", "grep -rl . /run/cni /var/lib/cni/networks 2>/dev/null; ls /run/netns; true")
+	for _, id := range ids {
+		if strings.Contains(rules, id) {
+			t.Errorf("nft rules left for %s:\n%s", id[:12], rules)
+		}
+		if out := e.MustExec("sh", "-c", "grep -rl "+id+" /run/cni /var/lib/cni 2>/dev/null; true"); strings.TrimSpace(out) != "" {
+			t.Errorf("state left for %s: %s", id[:12], out)
+		}
+	}
+	for _, l := range strings.Split(state, "\n") {
+		// host-local's reservations are files named by the address.
+		if net.ParseIP(filepath.Base(l)) != nil {
+			t.Errorf("address reservation left: %s", l)
+		}
+		if strings.HasPrefix(l, "cni-") {
+			t.Errorf("container namespace left: /run/netns/%s", l)
+		}
+	}
+	if procs := e.HostProcs(); len(procs) > 0 {
+		t.Errorf("processes left in the host namespace: %q", procs)
+	}
 }
 
 // HostProcs lists the processes whose network namespace is the host

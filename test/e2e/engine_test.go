@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/berthnet/berth/internal/nstest"
 )
 
@@ -27,7 +29,24 @@ func TestMain(m *testing.M) {
 		// Nothing to build for tests that will skip.
 		os.Exit(m.Run())
 	}
+	// conmon and containerd's shims daemonize; orphaned, they become this
+	// process's children rather than init's (which, on some CI machines,
+	// never reaps them), and each engine's cleanup reaps them.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: PR_SET_CHILD_SUBREAPER:", err)
+	}
 	nstest.Main(m)
+}
+
+// reapOrphans collects the exit status of every child left exited: run
+// last in an engine's cleanup, when the harness has waited for its own.
+func reapOrphans() {
+	for {
+		var ws unix.WaitStatus
+		if pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil); pid <= 0 || err != nil {
+			return
+		}
+	}
 }
 
 func requireE2E(t *testing.T) {
@@ -83,6 +102,7 @@ exec sleep infinity
 func NewEngine(t testing.TB) *Engine {
 	t.Helper()
 	e := &Engine{T: t, Host: nstest.NewNS(t, "host"), Dir: t.TempDir()}
+	t.Cleanup(reapOrphans)
 	e.Host.MustExec(t, "ip", "addr", "add", Upstream+"/32", "dev", "lo")
 	startUpstream(t, e.Host)
 	if err := os.WriteFile(filepath.Join(e.Dir, "resolv.conf"), []byte("nameserver "+Upstream+"\n"), 0o644); err != nil {

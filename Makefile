@@ -7,7 +7,7 @@ BIN     := $(CURDIR)/bin
 PREFIX  ?= /opt/cni/bin
 export BERTH_CNI_PATH := $(BIN)
 
-.PHONY: all build deps test test-vm unit lint demo bench install clean fuzz soak-fuzz soak-crash
+.PHONY: all build deps test test-vm test-e2e unit lint demo bench install clean fuzz soak-fuzz soak-crash
 
 all: build
 
@@ -25,11 +25,19 @@ deps:
 test: deps build lint fuzz
 	$(GO) test -count=1 -timeout 40m ./...
 	$(MAKE) test-vm
+	$(MAKE) test-e2e
 
 # The VM lane: tests that need kernel features this host may lack (802.1q
 # VLANs) run inside Debian's stock kernel under QEMU (hack/vm/test-vm.sh).
 test-vm: deps
 	@bash hack/vm/test-vm.sh
+
+# The real-engine lane (test/e2e): unmodified Podman and containerd (CRI,
+# through crictl) run containers on berth's binaries, each engine inside a
+# private host network namespace with private state. Fails if a test skips.
+test-e2e: deps build
+	@bash hack/e2e/deps.sh
+	@bash hack/e2e/run.sh
 
 # Every unit test; needs nothing installed (no root, no etcd): tests that
 # do live in test/.

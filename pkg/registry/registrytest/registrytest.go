@@ -111,20 +111,35 @@ func Store(t *testing.T, s registry.Store) {
 // StartEtcd runs a throwaway etcd (Debian's etcd-server) on loopback with
 // free ports and a temp data dir, kills it on cleanup, and returns its
 // client URL once it answers.
-func StartEtcd(t testing.TB) string {
+func StartEtcd(t testing.TB) string { return startEtcd(t, nil) }
+
+// startEtcd is StartEtcd, serving clients over TLS (https, client
+// certificates signed by p's CA required) when p is not nil.
+func startEtcd(t testing.TB, p *PKI) string {
 	t.Helper()
 	bin, err := exec.LookPath("etcd")
 	if err != nil {
 		t.Fatal("etcd not found: apt-get install -y etcd-server")
 	}
+	scheme := "http"
+	if p != nil {
+		scheme = "https"
+	}
 	client, peer := freePort(t), freePort(t)
-	cu := fmt.Sprintf("http://127.0.0.1:%d", client)
+	cu := fmt.Sprintf("%s://127.0.0.1:%d", scheme, client)
 	pu := fmt.Sprintf("http://127.0.0.1:%d", peer)
 	dir := t.TempDir()
-	cmd := exec.Command(bin, "--name", "t", "--data-dir", dir,
+	args := []string{"--name", "t", "--data-dir", dir,
 		"--listen-client-urls", cu, "--advertise-client-urls", cu,
 		"--listen-peer-urls", pu, "--initial-advertise-peer-urls", pu,
-		"--initial-cluster", "t="+pu)
+		"--initial-cluster", "t=" + pu}
+	cfg := &registry.Config{Backend: registry.BackendEtcd, Endpoints: []string{cu}, Prefix: "/probe/"}
+	if p != nil {
+		args = append(args, "--cert-file", p.ServerCert, "--key-file", p.ServerKey,
+			"--client-cert-auth", "--trusted-ca-file", p.CA)
+		cfg = p.Client(cu)
+	}
+	cmd := exec.Command(bin, args...)
 	logf, err := os.Create(filepath.Join(dir, "etcd.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -140,7 +155,7 @@ func StartEtcd(t testing.TB) string {
 	})
 	// The client waits for the server itself: a request with a deadline
 	// blocks until etcd is up (no polling here).
-	s, err := etcdstore.Open([]string{cu}, "/probe/", 0)
+	s, err := etcdstore.OpenConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +164,7 @@ func StartEtcd(t testing.TB) string {
 	defer cancel()
 	if _, err := s.Networks(ctx); err != nil {
 		b, _ := os.ReadFile(logf.Name())
-		t.Fatalf("etcd did not come up: %v\n%s", err, b)
+		t.Fatalf("etcd (%s) did not come up: %v\n%s", cu, err, b)
 	}
 	return cu
 }

@@ -1,24 +1,20 @@
 package registrytest
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"fmt"
 	"math/big"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/berthnet/berth/pkg/registry"
-	"github.com/berthnet/berth/pkg/registry/etcdstore"
 )
 
 // PKI is a throwaway certificate authority with a server certificate for
@@ -102,43 +98,5 @@ func (p *PKI) Client(endpoint string) *registry.Config {
 // (--client-cert-auth), and returns its https client URL once it answers.
 func StartEtcdTLS(t testing.TB, p *PKI) string {
 	t.Helper()
-	bin, err := exec.LookPath("etcd")
-	if err != nil {
-		t.Fatal("etcd not found: apt-get install -y etcd-server")
-	}
-	client, peer := freePort(t), freePort(t)
-	cu := fmt.Sprintf("https://127.0.0.1:%d", client)
-	pu := fmt.Sprintf("http://127.0.0.1:%d", peer)
-	dir := t.TempDir()
-	cmd := exec.Command(bin, "--name", "t", "--data-dir", dir,
-		"--listen-client-urls", cu, "--advertise-client-urls", cu,
-		"--listen-peer-urls", pu, "--initial-advertise-peer-urls", pu,
-		"--initial-cluster", "t="+pu,
-		"--cert-file", p.ServerCert, "--key-file", p.ServerKey,
-		"--client-cert-auth", "--trusted-ca-file", p.CA)
-	logf, err := os.Create(filepath.Join(dir, "etcd.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		logf.Close()
-	})
-	s, err := etcdstore.OpenConfig(p.Client(cu))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if _, err := s.Networks(ctx); err != nil {
-		b, _ := os.ReadFile(logf.Name())
-		t.Fatalf("etcd with TLS did not come up: %v\n%s", err, b)
-	}
-	return cu
+	return startEtcd(t, p)
 }

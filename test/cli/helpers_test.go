@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -229,26 +228,9 @@ func (c *ctr) serve(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 }
 
-// httpGet fetches url with a socket made inside n. The timeout is a
-// ceiling for a loaded machine, not a measurement.
+// httpGet fetches url from inside n (nstest.HTTPGet).
 func httpGet(n *nstest.NS, url string) (string, error) {
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-			err = n.Do(func(ns.NetNS) error {
-				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		},
-	}}
-	resp, err := client.Get(url)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return string(b), err
+	return nstest.HTTPGet(n, url, 10*time.Second)
 }
 
 var (

@@ -3,7 +3,6 @@ package portmap_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"testing"
@@ -113,25 +112,9 @@ func (c *container) serve(t *testing.T) {
 	t.Cleanup(func() { srv.Close(); u.Close() })
 }
 
-// httpGet fetches url with the socket made inside n.
+// httpGet fetches url from inside n (nstest.HTTPGet).
 func httpGet(n *nstest.NS, url string) (string, error) {
-	client := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-			err = n.Do(func(ns.NetNS) error {
-				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		},
-	}}
-	resp, err := client.Get(url)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return string(b), err
+	return nstest.HTTPGet(n, url, 3*time.Second)
 }
 
 // udpConn is a UDP socket made inside n, bound to a fixed local address so

@@ -1,7 +1,6 @@
 package retry_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -79,25 +78,9 @@ func serveHTTP(t *testing.T, n *nstest.NS, id string) {
 	t.Cleanup(func() { srv.Close() })
 }
 
-// httpGet fetches url with a socket made inside n.
+// httpGet fetches url from inside n (nstest.HTTPGet).
 func httpGet(n *nstest.NS, url string) (string, error) {
-	client := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-			err = n.Do(func(ns.NetNS) error {
-				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		},
-	}}
-	resp, err := client.Get(url)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return string(b), err
+	return nstest.HTTPGet(n, url, 3*time.Second)
 }
 
 // runtimeWithCache is a libcni runtime in e's host whose result cache is

@@ -65,22 +65,16 @@ func (o *output) write(w io.Writer, items any, each []any) (bool, error) {
 // loadAll inspects every network of the config dir, reading nftables
 // once. Files that do not load are warned about on stderr.
 func loadAll(e *env, c *common) ([]*inspect.Network, error) {
-	confs, errs := inspect.LoadConfs(c.confDir)
-	for _, err := range errs {
-		fmt.Fprintf(e.stderr, "berth: warning: %v\n", err)
-	}
-	pubs := publishedOrWarn(e, confs)
 	var out []*inspect.Network
 	known := map[string]bool{}
 	dirs := map[string]bool{}
-	for _, cf := range confs {
-		n, err := inspect.Inspect(cf, c.options(), pubs)
-		if err != nil {
-			return nil, fmt.Errorf("network %s: %w", cf.List.Name, err)
-		}
+	confs, pubs, err := inspectEach(e, c, func(_ *inspect.Conf, n *inspect.Network) {
 		out = append(out, n)
 		known[n.Name] = true
 		dirs[n.StateDirs.Attachments] = true
+	})
+	if err != nil {
+		return nil, err
 	}
 	// The registries the configs use; the default one also when there is
 	// no config at all (every conflist removed).
@@ -101,6 +95,25 @@ func loadAll(e *env, c *common) ([]*inspect.Network, error) {
 		out = append(out, n)
 	}
 	return out, nil
+}
+
+// inspectEach inspects every network of the config dir in turn, reading
+// nftables once, and hands each to fn with its config. Files that do not
+// load are warned about on stderr.
+func inspectEach(e *env, c *common, fn func(*inspect.Conf, *inspect.Network)) ([]*inspect.Conf, []firewall.Published, error) {
+	confs, errs := inspect.LoadConfs(c.confDir)
+	for _, err := range errs {
+		fmt.Fprintf(e.stderr, "berth: warning: %v\n", err)
+	}
+	pubs := publishedOrWarn(e, confs)
+	for _, cf := range confs {
+		n, err := inspect.Inspect(cf, c.options(), pubs)
+		if err != nil {
+			return nil, nil, fmt.Errorf("network %s: %w", cf.List.Name, err)
+		}
+		fn(cf, n)
+	}
+	return confs, pubs, nil
 }
 
 // publishedOrWarn reads the published ports; without privileges the view

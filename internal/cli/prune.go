@@ -106,17 +106,8 @@ func gc(e *env, args []string) error {
 		return usageErr("gc takes no arguments, got %q", pos)
 	}
 	p := &plan{e: e, force: cl.force}
-	confs, errs := inspect.LoadConfs(c.confDir)
-	for _, err := range errs {
-		fmt.Fprintf(e.stderr, "berth: warning: %v\n", err)
-	}
-	pubs := publishedOrWarn(e, confs)
-	for _, cf := range confs {
-		n, err := inspect.Inspect(cf, c.options(), pubs)
-		if err != nil {
-			return err
-		}
-		delStale(p, &cl, cf, n)
+	if _, _, err := inspectEach(e, c, func(cf *inspect.Conf, n *inspect.Network) { delStale(p, &cl, cf, n) }); err != nil {
+		return err
 	}
 	return p.result()
 }
@@ -134,32 +125,26 @@ func networkPrune(e *env, args []string) error {
 		return usageErr("network prune takes no arguments, got %q", pos)
 	}
 	p := &plan{e: e, force: cl.force}
-	confs, errs := inspect.LoadConfs(c.confDir)
-	for _, err := range errs {
-		fmt.Fprintf(e.stderr, "berth: warning: %v\n", err)
-	}
-	pubs := publishedOrWarn(e, confs)
-	for _, cf := range confs {
-		n, err := inspect.Inspect(cf, c.options(), pubs)
-		if err != nil {
-			return err
-		}
+	_, _, err = inspectEach(e, c, func(cf *inspect.Conf, n *inspect.Network) {
 		if n.LiveAttachments > 0 {
-			continue
+			return
 		}
 		if n.RegistryUnreadable {
 			fmt.Fprintf(e.stdout, "skip network %s: its attachments could not be read\n", n.Name)
-			continue
+			return
 		}
 		if unknown := countState(n, inspect.Unknown); unknown > 0 {
 			fmt.Fprintf(e.stdout, "skip network %s: %d attachments could not be checked\n", n.Name, unknown)
-			continue
+			return
 		}
 		if left := delStale(p, &cl, cf, n); left > 0 && cl.force {
 			fmt.Fprintf(e.stdout, "skip network %s: %d stale attachments not removed\n", n.Name, left)
-			continue
+			return
 		}
 		pruneNetwork(p, cf, n)
+	})
+	if err != nil {
+		return err
 	}
 	return p.result()
 }

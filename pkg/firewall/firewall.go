@@ -60,6 +60,16 @@ func NewMasquerader(backend string) (Masquerader, error) {
 	return nil, unknownBackend(backend)
 }
 
+// MasqueraderFor is NewMasquerader for a plugin's ipMasqBackend field: an
+// unknown backend is a code-7 error naming the plugin and the field.
+func MasqueraderFor(plugin, backend string) (Masquerader, error) {
+	m, err := NewMasquerader(backend)
+	if err != nil {
+		return nil, cni.InvalidField(plugin, "ipMasqBackend", backend, err.Error())
+	}
+	return m, nil
+}
+
 func unknownBackend(backend string) error {
 	return cni.Errorf(cni.CodeInvalidConfig, "firewall: backend %q: must be %q or %q", backend, NFTables, IPTables)
 }

@@ -154,9 +154,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 
 	if conf.IPMasq && len(result.IPs) > 0 {
 		m := masqFor(conf, args, result.IPs)
-		fw, err := firewall.NewMasquerader(conf.IPMasqBackend)
+		fw, err := firewall.MasqueraderFor(plugin, conf.IPMasqBackend)
 		if err != nil {
-			return cni.InvalidField(plugin, "ipMasqBackend", conf.IPMasqBackend, err.Error())
+			return err
 		}
 		if err := fw.AddMasq(m); err != nil {
 			return cni.Errorf(cni.CodeKernel, "%s: ipMasq: %v", plugin, err)
@@ -347,9 +347,9 @@ func delMasq(conf *NetConf, args *skel.CmdArgs, ips []*net.IPNet) error {
 	if !conf.IPMasq {
 		return nil
 	}
-	fw, err := firewall.NewMasquerader(conf.IPMasqBackend)
+	fw, err := firewall.MasqueraderFor(plugin, conf.IPMasqBackend)
 	if err != nil {
-		return cni.InvalidField(plugin, "ipMasqBackend", conf.IPMasqBackend, err.Error())
+		return err
 	}
 	m := firewall.Masq{Network: conf.Name, ContainerID: args.ContainerID, IfName: args.IfName, IPs: ips}
 	if err := fw.DelMasq(m); err != nil {

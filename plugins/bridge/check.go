@@ -63,9 +63,9 @@ func cmdCheck(args *skel.CmdArgs) error {
 	}
 
 	if conf.IPMasq && len(prev.IPs) > 0 {
-		fw, err := firewall.NewMasquerader(conf.IPMasqBackend)
+		fw, err := firewall.MasqueraderFor(plugin, conf.IPMasqBackend)
 		if err != nil {
-			return cni.InvalidField(plugin, "ipMasqBackend", conf.IPMasqBackend, err.Error())
+			return err
 		}
 		if err := fw.CheckMasq(masqFor(conf, args, prev.IPs)); err != nil {
 			return fail("ipMasq: %v", err)
@@ -88,9 +88,9 @@ func cmdGC(args *skel.CmdArgs) error {
 		return cni.Wrap(cni.CodeIOFailure, err, "%s: attachments GC", plugin)
 	}
 	if conf.IPMasq {
-		fw, err := firewall.NewMasquerader(conf.IPMasqBackend)
+		fw, err := firewall.MasqueraderFor(plugin, conf.IPMasqBackend)
 		if err != nil {
-			return cni.InvalidField(plugin, "ipMasqBackend", conf.IPMasqBackend, err.Error())
+			return err
 		}
 		if err := fw.GCMasq(conf.Name, cni.ValidSet(conf.ValidAttachments)); err != nil {
 			return cni.Errorf(cni.CodeKernel, "%s: ipMasq GC: %v", plugin, err)

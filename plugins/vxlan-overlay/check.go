@@ -70,9 +70,9 @@ func cmdCheck(args *skel.CmdArgs) error {
 		return fail("host end of %s is not attached to %s", args.IfName, conf.bridge())
 	}
 	if conf.IPMasq {
-		fw, err := firewall.NewMasquerader(conf.IPMasqBackend)
+		fw, err := firewall.MasqueraderFor(plugin, conf.IPMasqBackend)
 		if err != nil {
-			return cni.InvalidField(plugin, "ipMasqBackend", conf.IPMasqBackend, err.Error())
+			return err
 		}
 		if err := fw.CheckMasq(masqFor(conf, args, prev.IPs)); err != nil {
 			return fail("ipMasq: %v", err)
@@ -97,9 +97,9 @@ func cmdGC(args *skel.CmdArgs) error {
 		return cni.Wrap(cni.CodeIOFailure, err, "%s: attachments GC", plugin)
 	}
 	if conf.IPMasq {
-		fw, err := firewall.NewMasquerader(conf.IPMasqBackend)
+		fw, err := firewall.MasqueraderFor(plugin, conf.IPMasqBackend)
 		if err != nil {
-			return cni.InvalidField(plugin, "ipMasqBackend", conf.IPMasqBackend, err.Error())
+			return err
 		}
 		if err := fw.GCMasq(conf.Name, valid); err != nil {
 			return cni.Errorf(cni.CodeKernel, "%s: ipMasq GC: %v", plugin, err)

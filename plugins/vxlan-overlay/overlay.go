@@ -142,9 +142,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 	}
 
 	if conf.IPMasq {
-		fw, err := firewall.NewMasquerader(conf.IPMasqBackend)
+		fw, err := firewall.MasqueraderFor(plugin, conf.IPMasqBackend)
 		if err != nil {
-			return cni.InvalidField(plugin, "ipMasqBackend", conf.IPMasqBackend, err.Error())
+			return err
 		}
 		m := masqFor(conf, args, result.IPs)
 		if err := fw.AddMasq(m); err != nil {
@@ -289,9 +289,9 @@ func cmdDel(args *skel.CmdArgs) error {
 		errs = append(errs, cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err))
 	}
 	if conf.IPMasq {
-		fw, err := firewall.NewMasquerader(conf.IPMasqBackend)
+		fw, err := firewall.MasqueraderFor(plugin, conf.IPMasqBackend)
 		if err != nil {
-			return cni.InvalidField(plugin, "ipMasqBackend", conf.IPMasqBackend, err.Error())
+			return err
 		}
 		if err := fw.DelMasq(masqFor(conf, args, ips)); err != nil {
 			errs = append(errs, cni.Errorf(cni.CodeKernel, "%s: ipMasq: %v", plugin, err))

@@ -55,12 +55,23 @@ func cmdAdd(args *skel.CmdArgs) error {
 	}
 	defer cont.Close()
 
+	// An interface already there is a live attachment (a runtime retrying
+	// an ADD after a timeout): fail before IPAM, which would hand back the
+	// attachment's own reservation, and so before any undo could touch it.
+	if _, err := cont.Handle.LinkByName(args.IfName); err == nil {
+		return cni.Errorf(cni.CodeConflict, "%s: interface %s already exists in %s", plugin, args.IfName, args.Netns)
+	}
+
 	// IPAM runs in the background, overlapping the netlink work.
 	ipd := ipamFor(conf, args)
 	ipamRun := ipd.Start()
 	var ipamRes *current.Result
 	ipamWaited := false
 	committed := false
+	// liveTwin: a concurrent ADD of the same attachment made the
+	// interface. The reservation (keyed by container ID and ifname) is
+	// then the twin's too, whichever of the two made it.
+	liveTwin := false
 	var undo []func()
 	waitIPAM := func() error {
 		ipamWaited = true
@@ -69,7 +80,16 @@ func cmdAdd(args *skel.CmdArgs) error {
 			return err
 		}
 		ipamRes = res
-		undo = append(undo, func() { _ = ipd.Del() })
+		// Release only what this ADD reserved: a reservation the
+		// attachment already held is an earlier, maybe live, ADD's (a
+		// concurrent twin that made the interface first).
+		if ipamRun.Fresh() {
+			undo = append(undo, func() {
+				if !liveTwin {
+					cni.Undone(plugin, "releasing addresses", ipd.Del())
+				}
+			})
+		}
 		return nil
 	}
 	defer func() {
@@ -83,10 +103,6 @@ func cmdAdd(args *skel.CmdArgs) error {
 			undo[i]()
 		}
 	}()
-
-	if _, err := cont.Handle.LinkByName(args.IfName); err == nil {
-		return cni.Errorf(cni.CodeConflict, "%s: interface %s already exists in %s", plugin, args.IfName, args.Netns)
-	}
 
 	masterNS := host
 	if conf.LinkInContainer {
@@ -110,6 +126,10 @@ func cmdAdd(args *skel.CmdArgs) error {
 	}
 	contLink, err := link.AddMacvlan(mkIn, m)
 	if err != nil {
+		if _, lerr := cont.Handle.LinkByName(args.IfName); lerr == nil {
+			liveTwin = true
+			return cni.Errorf(cni.CodeConflict, "%s: interface %s already exists in %s", plugin, args.IfName, args.Netns)
+		}
 		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
 	}
 	undo = append(undo, func() { _ = link.DelLink(cont.Handle, args.IfName) })

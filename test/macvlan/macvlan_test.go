@@ -3,12 +3,15 @@ package macvlan_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
 	"github.com/berthnet/berth/internal/nstest"
@@ -364,4 +367,71 @@ func TestContainerModeJoin(t *testing.T) {
 		t.Fatalf("join of a deleted macvlan container: got %v, want code 3", err)
 	}
 	_ = l.RT.Del(context.Background(), join, rc)
+}
+
+// TestRepeatedAdd: a runtime retrying an ADD of a live attachment gets
+// code 101 and the first container keeps its reservation and traffic
+// (issue 8's first defect, which macvlan must not have either).
+func TestRepeatedAdd(t *testing.T) {
+	l := newLAN(t)
+	list := l.Conflist(l.conflist(t, "macvlan.conflist"))
+	a := l.Run(list, "repeat-a")
+	_, err := l.RT.Add(context.Background(), list, a.RC)
+	var cniErr *types.Error
+	if !errors.As(err, &cniErr) || cniErr.Code != 101 {
+		t.Fatalf("repeated ADD: got %v, want code 101", err)
+	}
+	if got := l.ipamFiles(t, "lan"); len(got) != 1 {
+		t.Fatalf("reservations after the repeated ADD: got %v, want a's", got)
+	}
+	b := l.Run(list, "repeat-b")
+	if a.IP(t, "4") == b.IP(t, "4") {
+		t.Fatalf("the next container got the first's address %s", a.IP(t, "4"))
+	}
+	nstest.Ping(t, a.NS, routerIP)
+	nstest.Ping(t, b.NS, a.IP(t, "4"))
+}
+
+// TestConcurrentRepeatedAdds: the same ADD sent several times at once (a
+// runtime retrying while the first still runs): one wins, the others get
+// 101 and undo nothing of the winner's, its reservation included.
+func TestConcurrentRepeatedAdds(t *testing.T) {
+	l := newLAN(t)
+	list := l.Conflist(l.conflist(t, "macvlan.conflist"))
+	for round := 0; round < 5; round++ {
+		c := &nstest.Container{NS: nstest.NewNS(t, "ctr"), ID: fmt.Sprintf("dup-%d", round)}
+		rc := nstest.Attachment(c.ID, c.NS, "eth0")
+		t.Cleanup(func() { _ = l.RT.Del(context.Background(), list, rc) })
+		const n = 4
+		var wg sync.WaitGroup
+		results := make([]*current.Result, n)
+		errs := make([]error, n)
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i], errs[i] = l.RT.Add(context.Background(), list, rc)
+			}()
+		}
+		wg.Wait()
+		var won *current.Result
+		for i := range n {
+			var cniErr *types.Error
+			switch {
+			case errs[i] == nil && won != nil:
+				t.Fatalf("round %d: two concurrent ADDs of one attachment succeeded", round)
+			case errs[i] == nil:
+				won = results[i]
+			case !errors.As(errs[i], &cniErr) || cniErr.Code != 101:
+				t.Fatalf("round %d: a losing ADD: got %v, want code 101", round, errs[i])
+			}
+		}
+		if won == nil {
+			t.Fatalf("round %d: no ADD succeeded: %v", round, errs)
+		}
+		if got := l.ipamFiles(t, "lan"); len(got) != round+1 {
+			t.Fatalf("round %d: reservations %v, want one per winner so far", round, got)
+		}
+		nstest.Ping(t, c.NS, routerIP)
+	}
 }

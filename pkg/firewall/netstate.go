@@ -13,7 +13,6 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -173,9 +172,9 @@ func isBusy(err error) bool {
 // referenced: no transaction is tried.
 func dropUnusedChains(chains []string, ownRules uint32) error {
 	var errs []error
-	nl, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	nl, err := dialNetfilter()
 	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
+		return err
 	}
 	defer nl.Close()
 	for _, name := range chains {

@@ -6,11 +6,14 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/berthnet/berth/internal/fdkeeper"
 )
 
 // TableName is the one nftables table (family inet) that holds every rule,
@@ -27,31 +30,70 @@ func nftTable() *nftables.Table {
 
 // newConn returns a connection acting on the calling thread's network
 // namespace (each Flush and List dials its own netlink socket from that
-// thread).
+// thread, handed to the keeper: see keepSocket).
 func newConn() (*nftables.Conn, error) {
-	c, err := nftables.New()
+	c, err := nftables.New(nftables.WithSockOptions(keepSocket))
 	if err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
 	return c, nil
 }
 
+// dialNetfilter opens a raw netfilter socket (element and chain GETs the
+// library has no call for), handed to the keeper like every other.
+func dialNetfilter() (*netlink.Conn, error) {
+	nl, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	if err := keepSocket(nl); err != nil {
+		nl.Close()
+		return nil, err
+	}
+	return nl, nil
+}
+
+// keepSockets says whether keepSocket hands sockets to the fdkeeper
+// (see ReleaseSocketsLate).
+var keepSockets atomic.Bool
+
+// ReleaseSocketsLate makes the kernel release every netfilter socket this
+// process opens after the process has exited, not in its own closes (see
+// internal/fdkeeper): releasing a netfilter socket waits out the RCU grace
+// period of any pending nf_tables deletion, ours or a neighbour's, 6–15 ms
+// each time, and a DEL's own deletions made each later close wait. Plugin
+// mains call it (it costs one sendmsg per socket); a long-lived process must
+// not, since its sockets would stay open until it exits.
+func ReleaseSocketsLate() { keepSockets.Store(true) }
+
+// keepSocket hands a new netfilter socket's release to the fdkeeper when
+// ReleaseSocketsLate was called. If the helper cannot run, the socket is
+// used anyway, and its close waits as it would without it.
+func keepSocket(nl *netlink.Conn) error {
+	if !keepSockets.Load() {
+		return nil
+	}
+	rc, err := nl.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	_ = fdkeeper.KeepRaw(rc)
+	return nil
+}
+
 // newOpConn returns a lasting connection for one ADD: its look-ups
 // (chainHolds) and its transaction share one netlink socket, and a raw
-// netfilter socket (nl) serves its element GETs. Closing a netfilter socket
-// waits while any deletion in the kernel (any process's, any namespace's)
-// still awaits its RCU grace period, so an ADD that closed a socket per
-// look-up could wait several times; with these two it waits at most twice.
-// done closes both.
+// netfilter socket (nl) serves its element GETs: two sockets per ADD
+// rather than one per look-up. done closes both.
 func newOpConn() (c *nftables.Conn, nl *netlink.Conn, done func(), err error) {
-	c, err = nftables.New(nftables.AsLasting())
+	c, err = nftables.New(nftables.AsLasting(), nftables.WithSockOptions(keepSocket))
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("nftables: %w", err)
 	}
-	nl, err = netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	nl, err = dialNetfilter()
 	if err != nil {
 		c.CloseLasting()
-		return nil, nil, nil, fmt.Errorf("nftables: %w", err)
+		return nil, nil, nil, err
 	}
 	return c, nl, func() { nl.Close(); c.CloseLasting() }, nil
 }

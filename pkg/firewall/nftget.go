@@ -27,8 +27,8 @@ type keyed struct {
 // conn is a netfilter netlink socket to use, or nil for one of its own.
 func elementComment(conn *netlink.Conn, k keyed) (comment string, found bool, err error) {
 	if conn == nil {
-		if conn, err = netlink.Dial(unix.NETLINK_NETFILTER, nil); err != nil {
-			return "", false, fmt.Errorf("nftables: %w", err)
+		if conn, err = dialNetfilter(); err != nil {
+			return "", false, err
 		}
 		defer conn.Close()
 	}
@@ -116,11 +116,10 @@ func delOwned(ks []keyed, sets []*nftables.Set, tg string) error {
 	if err != nil {
 		return err
 	}
-	// One socket for the look-ups: closing each would wait for any
-	// pending grace period (see newOpConn).
-	nl, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	// One socket for all the look-ups.
+	nl, err := dialNetfilter()
 	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
+		return err
 	}
 	defer nl.Close()
 	n := 0
@@ -159,8 +158,8 @@ func delOwned(ks []keyed, sets []*nftables.Set, tg string) error {
 // the attempt while other attachments hold the network.
 func chainUse(conn *netlink.Conn, t *nftables.Table, chain string) (use uint32, found bool, err error) {
 	if conn == nil {
-		if conn, err = netlink.Dial(unix.NETLINK_NETFILTER, nil); err != nil {
-			return 0, false, fmt.Errorf("nftables: %w", err)
+		if conn, err = dialNetfilter(); err != nil {
+			return 0, false, err
 		}
 		defer conn.Close()
 	}

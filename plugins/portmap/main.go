@@ -7,9 +7,13 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 
 	"github.com/berthnet/berth/pkg/cni"
+	"github.com/berthnet/berth/pkg/firewall"
 )
 
 func main() {
+	// A plugin lives for one command: its netfilter sockets are
+	// released by the kernel after it exits, so no close waits here.
+	firewall.ReleaseSocketsLate()
 	skel.PluginMainFuncs(skel.CNIFuncs{
 		Add:    cmdAdd,
 		Del:    cmdDel,

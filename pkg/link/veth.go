@@ -104,6 +104,32 @@ func AddOwnedVeth(h *netlink.Handle, v Veth, containerID, ifName string) (netlin
 	return nil, fmt.Errorf("create veth for %s/%s: all %d candidate names are held by other links", containerID, ifName, vethCandidates)
 }
 
+// DelVethPair removes an attachment's veth pair: the container end, named
+// ifName in cont (nil when the container's namespace is gone or unknown),
+// and the host end. Deleting a veth deletes its peer in the same request,
+// so when the container end was a veth the host end is gone with it and
+// the candidate names are not looked at (a DEL's critical path is this
+// deletion; eight look-ups cost another half millisecond). Otherwise the
+// host end is found by its candidate names and owner mark (DelOwnedVeth).
+func DelVethPair(host, cont *netlink.Handle, containerID, ifName string) error {
+	if cont != nil {
+		l, err := cont.LinkByName(ifName)
+		switch {
+		case IsNotFound(err):
+		case err != nil:
+			return fmt.Errorf("look up %s: %w", ifName, err)
+		default:
+			if err := cont.LinkDel(l); err != nil && !IsNotFound(err) {
+				return fmt.Errorf("delete %s: %w", ifName, err)
+			}
+			if l.Type() == "veth" {
+				return nil
+			}
+		}
+	}
+	return DelOwnedVeth(host, containerID, ifName)
+}
+
 // DelOwnedVeth deletes the attachment's host veth: the candidate name that
 // carries its mark. Links of others under a candidate name stay; nothing
 // found is not an error.

@@ -328,16 +328,16 @@ func teardown(conf *NetConf, args *skel.CmdArgs, prev *current.Result, release f
 	return linkErr
 }
 
-// delVeth deletes the container end (when its namespace is still there)
-// and the host end found by its candidate names and owner mark, which
-// covers a container end that is out of reach (netns unknown, or moved).
+// delVeth deletes the pair: the container end when its namespace is still
+// there, else the host end found by its candidate names and owner mark,
+// which covers a container end that is out of reach (netns unknown, or
+// moved).
 func delVeth(host *netlink.Handle, cont *link.NS, args *skel.CmdArgs) error {
+	var ch *netlink.Handle
 	if cont != nil {
-		if err := link.DelLink(cont.Handle, args.IfName); err != nil {
-			return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
-		}
+		ch = cont.Handle
 	}
-	if err := link.DelOwnedVeth(host, args.ContainerID, args.IfName); err != nil {
+	if err := link.DelVethPair(host, ch, args.ContainerID, args.IfName); err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
 	}
 	return nil

@@ -265,6 +265,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	if prev != nil {
 		ips = prev.IPs
 	}
+	var contH *netlink.Handle // the container's namespace, if still there
 	if args.Netns != "" {
 		cont, err := link.OpenNS(args.Netns)
 		switch {
@@ -279,13 +280,11 @@ func cmdDel(args *skel.CmdArgs) error {
 					}
 				}
 			}
-			if err := link.DelLink(cont.Handle, args.IfName); err != nil {
-				errs = append(errs, cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err))
-			}
-			cont.Close()
+			defer cont.Close()
+			contH = cont.Handle
 		}
 	}
-	if err := link.DelOwnedVeth(host, args.ContainerID, args.IfName); err != nil {
+	if err := link.DelVethPair(host, contH, args.ContainerID, args.IfName); err != nil {
 		errs = append(errs, cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err))
 	}
 	if conf.IPMasq {

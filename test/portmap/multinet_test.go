@@ -1,0 +1,144 @@
+package portmap_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/berthnet/berth/internal/nstest"
+	"github.com/berthnet/berth/pkg/cni"
+)
+
+// TestSameContainerOnTwoNetworks is `podman network connect other web` of
+// a container started with -p 8080:80: Podman hands the container's
+// mappings to every network it joins, so portmap gets the same host port
+// from one container ID on two networks. Both ADDs succeed, the port is
+// served through one attachment at a time and keeps working through the
+// other when either is deleted (Docker: disconnecting one network keeps
+// the publication); it goes with the last. Another container asking for
+// the port still gets code 101 throughout. (Failed before: the second
+// ADD got code 101.)
+func TestSameContainerOnTwoNetworks(t *testing.T) {
+	tests := []struct {
+		backend string
+		// firstDel is the attachment deleted first: 0 (the one that
+		// published the port first) or 1.
+		firstDel int
+	}{
+		{"nftables", 0},
+		{"nftables", 1},
+		{"iptables", 0},
+		{"iptables", 1},
+	}
+	for _, tt := range tests {
+		name := tt.backend + "/first-network-first"
+		if tt.firstDel == 1 {
+			name = tt.backend + "/second-network-first"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t)
+			ctx := context.Background()
+			lists := []*libcni.NetworkConfigList{e.list(t, tt.backend), e.secondList(t, tt.backend)}
+			web := e.newContainer(t, "web", mapping{8080, 80, "tcp", ""})
+			rcs := []*libcni.RuntimeConf{web.rc, nstest.Attachment("web", web.ns, "eth1")}
+			rcs[1].CapabilityArgs = web.rc.CapabilityArgs
+			for i, list := range lists {
+				if _, err := e.RT.Add(ctx, list, rcs[i]); err != nil {
+					t.Fatalf("ADD of web to %s: %v", list.Name, err)
+				}
+				list, rc := list, rcs[i]
+				t.Cleanup(func() { _ = e.RT.Del(context.Background(), list, rc) })
+			}
+			web.serve(t)
+			hello := "hello from web"
+			reachable := func(when string) {
+				t.Helper()
+				wantHTTP(t, when+": outside via host address", e.out, "http://"+hostOutIP+":8080/", hello)
+				wantHTTP(t, when+": host via 127.0.0.1", e.Host, "http://127.0.0.1:8080/", hello)
+			}
+			// thief asks for 8080 on each network: code 101 naming web.
+			thiefRefused := func(when string) {
+				t.Helper()
+				for _, list := range lists {
+					thief := e.newContainer(t, "thief", mapping{8080, 80, "tcp", ""})
+					_, err := e.RT.Add(ctx, list, thief.rc)
+					var ce *types.Error
+					if !errors.As(err, &ce) || ce.Code != cni.CodeConflict || !strings.Contains(ce.Msg, "8080/tcp") || !strings.Contains(ce.Msg, "web") {
+						t.Errorf("%s: ADD of another container's 8080/tcp to %s: got %v, want code %d naming 8080/tcp and web", when, list.Name, err, cni.CodeConflict)
+					}
+					if err := e.RT.Del(ctx, list, thief.rc); err != nil {
+						t.Errorf("%s: DEL after the failed ADD: %v", when, err)
+					}
+				}
+			}
+			check := func(when string, live ...int) {
+				t.Helper()
+				for _, i := range live {
+					if err := e.RT.Check(ctx, lists[i], rcs[i]); err != nil {
+						t.Errorf("%s: CHECK of web on %s: %v", when, lists[i].Name, err)
+					}
+				}
+			}
+
+			reachable("on both networks")
+			check("on both networks", 0, 1)
+			thiefRefused("on both networks")
+			reachable("after the refused ADDs")
+
+			first, second := tt.firstDel, 1-tt.firstDel
+			if err := e.RT.Del(ctx, lists[first], rcs[first]); err != nil {
+				t.Fatalf("DEL of web from %s: %v", lists[first].Name, err)
+			}
+			reachable("after leaving " + lists[first].Name)
+			check("after leaving "+lists[first].Name, second)
+			thiefRefused("after leaving " + lists[first].Name)
+			if got := e.tagged(t, tt.backend, "web/"+rcs[first].IfName); got != "" {
+				t.Errorf("after leaving %s: entries of that attachment left:\n%s", lists[first].Name, got)
+			}
+
+			if err := e.RT.Del(ctx, lists[second], rcs[second]); err != nil {
+				t.Fatalf("DEL of web from %s: %v", lists[second].Name, err)
+			}
+			wantNoHTTP(t, "after leaving both", e.out, "http://"+hostOutIP+":8080/")
+			if got := e.tagged(t, tt.backend, "/web/"); got != "" {
+				t.Errorf("after leaving both: entries of web left:\n%s", got)
+			}
+		})
+	}
+}
+
+// secondList is another Docker-like network with portmap, on its own
+// bridge and subnet.
+func (e *env) secondList(t *testing.T, backend string) *libcni.NetworkConfigList {
+	t.Helper()
+	return nstest.Conflist(t, nstest.Example(t, "docker-bridge-ports.conflist"), nstest.DataDir(e.DataDir), setPortmapBackend(backend),
+		func(m map[string]any) { m["name"] = "ports-b" },
+		nstest.SetField(0, "bridge", "brb"),
+		nstest.SetField(0, "ipam", map[string]any{"type": "host-local",
+			"ranges": [][]map[string]any{{{"subnet": "172.18.0.0/16", "gateway": "172.18.0.1"}}}}))
+}
+
+// tagged returns the lines of the host's firewall state (the nftables
+// ruleset, or iptables-save of both families) that contain s.
+func (e *env) tagged(t *testing.T, backend, s string) string {
+	t.Helper()
+	var dumps []string
+	if backend == "nftables" {
+		dumps = append(dumps, e.Host.MustExec(t, "nft", "list", "ruleset"))
+	} else {
+		dumps = append(dumps, e.Host.MustExec(t, "iptables-save"), e.Host.MustExec(t, "ip6tables-save"))
+	}
+	var out []string
+	for _, d := range dumps {
+		for _, l := range strings.Split(d, "\n") {
+			if strings.Contains(l, s) {
+				out = append(out, strings.TrimSpace(l))
+			}
+		}
+	}
+	return strings.Join(out, "\n")
+}

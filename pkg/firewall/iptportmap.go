@@ -138,8 +138,12 @@ func (ip iptPorts) AddPorts(p PortMap) error {
 		if err := ip.ensureBase(ipt); err != nil {
 			return err
 		}
-		// Conflicts: another attachment's DNAT rule for the same host side.
-		others, err := taggedRules(ipt, "nat", iptDNATChain, func(s string) bool { return s != tg })
+		// Conflicts: another container's DNAT rule for the same host
+		// side. The same container's rule from another network (Podman
+		// hands its mappings to every network it joins) is not one:
+		// both stay, the first serves, and the other takes over when
+		// its DEL removes it, as with the reference plugin.
+		others, err := taggedRules(ipt, "nat", iptDNATChain, func(s string) bool { return !sameContainer(s, tg) })
 		if err != nil {
 			return err
 		}
@@ -154,9 +158,7 @@ func (ip iptPorts) AddPorts(p PortMap) error {
 					owner := "another container"
 					for i := 0; i+1 < len(o); i++ {
 						if o[i] == "--comment" {
-							if parts := strings.Split(o[i+1], "/"); len(parts) == 3 {
-								owner = fmt.Sprintf("container %s (%s on network %s)", parts[1], parts[2], parts[0])
-							}
+							owner = ownerOf(o[i+1])
 						}
 					}
 					return cni.Errorf(cni.CodeConflict, "host port %s is already published by %s", hostSide(t), owner)

@@ -3,6 +3,7 @@ package portmap_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -23,22 +24,38 @@ import (
 // the port still gets code 101 throughout. (Failed before: the second
 // ADD got code 101.)
 func TestSameContainerOnTwoNetworks(t *testing.T) {
-	tests := []struct {
+	type removal int
+	const (
+		byDEL removal = iota
+		// byBareDEL: DEL without prevResult (a runtime that lost its
+		// cache): the entries are found by their tag.
+		byBareDEL
+		// byGC: the plugins' GC of the network without the attachment
+		// among the valid ones (a DEL that never came; from a runtime
+		// without cache, which would otherwise DEL it first), then its
+		// late DEL.
+		byGC
+	)
+	var tests []struct {
 		backend string
-		// firstDel is the attachment deleted first: 0 (the one that
+		// firstGone is the attachment removed first: 0 (the one that
 		// published the port first) or 1.
-		firstDel int
-	}{
-		{"nftables", 0},
-		{"nftables", 1},
-		{"iptables", 0},
-		{"iptables", 1},
+		firstGone int
+		how       removal
+	}
+	for _, b := range backends {
+		for _, first := range []int{0, 1} {
+			for _, how := range []removal{byDEL, byBareDEL, byGC} {
+				tests = append(tests, struct {
+					backend   string
+					firstGone int
+					how       removal
+				}{b, first, how})
+			}
+		}
 	}
 	for _, tt := range tests {
-		name := tt.backend + "/first-network-first"
-		if tt.firstDel == 1 {
-			name = tt.backend + "/second-network-first"
-		}
+		name := fmt.Sprintf("%s/network-%d-first/%s", tt.backend, tt.firstGone, map[removal]string{byDEL: "DEL", byBareDEL: "DEL-without-prevResult", byGC: "GC"}[tt.how])
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t)
 			ctx := context.Background()
@@ -75,29 +92,45 @@ func TestSameContainerOnTwoNetworks(t *testing.T) {
 					}
 				}
 			}
-			check := func(when string, live ...int) {
+			check := func(when string, i int) {
 				t.Helper()
-				for _, i := range live {
-					if err := e.RT.Check(ctx, lists[i], rcs[i]); err != nil {
-						t.Errorf("%s: CHECK of web on %s: %v", when, lists[i].Name, err)
-					}
+				if err := e.RT.Check(ctx, lists[i], rcs[i]); err != nil {
+					t.Errorf("%s: CHECK of web on %s: %v", when, lists[i].Name, err)
 				}
 			}
 
 			reachable("on both networks")
-			check("on both networks", 0, 1)
+			check("on both networks", 0)
+			check("on both networks", 1)
 			thiefRefused("on both networks")
 			reachable("after the refused ADDs")
 
-			first, second := tt.firstDel, 1-tt.firstDel
-			if err := e.RT.Del(ctx, lists[first], rcs[first]); err != nil {
-				t.Fatalf("DEL of web from %s: %v", lists[first].Name, err)
+			first, second := tt.firstGone, 1-tt.firstGone
+			gone := "after leaving " + lists[first].Name
+			switch tt.how {
+			case byBareDEL:
+				if err := nstest.NewRuntime(t, e.Host).Del(ctx, lists[first], rcs[first]); err != nil {
+					t.Fatalf("DEL without prevResult of web from %s: %v", lists[first].Name, err)
+				}
+				reachable(gone + " by a DEL without prevResult")
+			case byGC:
+				if err := nstest.NewRuntime(t, e.Host).GC(ctx, lists[first]); err != nil {
+					t.Fatalf("GC of %s: %v", lists[first].Name, err)
+				}
+				reachable(gone + " by GC")
 			}
-			reachable("after leaving " + lists[first].Name)
-			check("after leaving "+lists[first].Name, second)
-			thiefRefused("after leaving " + lists[first].Name)
+			// Twice: a repeated (or, after GC, late) DEL must not take
+			// the port from the attachment serving it now.
+			for i := 0; i < 2; i++ {
+				if err := e.RT.Del(ctx, lists[first], rcs[first]); err != nil {
+					t.Fatalf("DEL #%d of web from %s: %v", i+1, lists[first].Name, err)
+				}
+			}
+			reachable(gone)
+			check(gone, second)
+			thiefRefused(gone)
 			if got := e.tagged(t, tt.backend, "web/"+rcs[first].IfName); got != "" {
-				t.Errorf("after leaving %s: entries of that attachment left:\n%s", lists[first].Name, got)
+				t.Errorf("%s: entries of that attachment left:\n%s", gone, got)
 			}
 
 			if err := e.RT.Del(ctx, lists[second], rcs[second]); err != nil {
@@ -112,11 +145,15 @@ func TestSameContainerOnTwoNetworks(t *testing.T) {
 }
 
 // secondList is another Docker-like network with portmap, on its own
-// bridge and subnet.
+// bridge and subnet, without loopback: lo belongs to the container's
+// first network (loopback's DEL takes it down, as the reference's does).
 func (e *env) secondList(t *testing.T, backend string) *libcni.NetworkConfigList {
 	t.Helper()
 	return nstest.Conflist(t, nstest.Example(t, "docker-bridge-ports.conflist"), nstest.DataDir(e.DataDir), setPortmapBackend(backend),
-		func(m map[string]any) { m["name"] = "ports-b" },
+		func(m map[string]any) {
+			m["name"] = "ports-b"
+			m["plugins"] = m["plugins"].([]any)[:2] // bridge, portmap
+		},
 		nstest.SetField(0, "bridge", "brb"),
 		nstest.SetField(0, "ipam", map[string]any{"type": "host-local",
 			"ranges": [][]map[string]any{{{"subnet": "172.18.0.0/16", "gateway": "172.18.0.1"}}}}))

@@ -181,9 +181,57 @@ func (iptPorts) DelPorts(p PortMap) error {
 	return iptDropTagged(func(s string) bool { return s == tg })
 }
 
-// iptDropTagged removes the port-mapping rules whose tag matches.
+// iptDropTagged removes the port-mapping rules whose tag matches. Where a
+// UDP host port stays published by another attachment of the same
+// container (a rule further down takes over), the flows conntrack keeps
+// DNATed to the removed address are forgotten, as nftables' promotion
+// does (see flushPromoted).
 func iptDropTagged(match func(string) bool) error {
-	return iptDeleteTagged("nat", []string{iptDNATChain, iptMasqPorts}, match)
+	ipts, err := iptBoth()
+	if err != nil {
+		return err
+	}
+	for i, ipt := range ipts {
+		rules, err := taggedRules(ipt, "nat", iptDNATChain, func(s string) bool { return tagNetwork(s) != "" })
+		if err != nil {
+			return err
+		}
+		var drop [][]string
+		var flush []Published
+		for _, r := range rules {
+			d, ok := decodeDNATRule(r)
+			if !ok || !match(d.Tag) {
+				continue
+			}
+			drop = append(drop, r)
+			if d.Protocol != "udp" {
+				continue
+			}
+			for _, o := range rules {
+				if k, ok := decodeDNATRule(o); ok && !match(k.Tag) && sameContainer(k.Tag, d.Tag) &&
+					k.Protocol == d.Protocol && k.HostPort == d.HostPort && k.HostIP.Equal(d.HostIP) {
+					flush = append(flush, d)
+					break
+				}
+			}
+		}
+		if err := deleteRules(ipt, "nat", iptDNATChain, drop); err != nil {
+			return err
+		}
+		masq, err := taggedRules(ipt, "nat", iptMasqPorts, match)
+		if err != nil {
+			return err
+		}
+		if err := deleteRules(ipt, "nat", iptMasqPorts, masq); err != nil {
+			return err
+		}
+		f := []family{v4, v6}[i]
+		for _, d := range flush {
+			// Best effort: the port is served either way.
+			_ = flushUDPTo(f, d.HostPort, d.ContainerIP)
+		}
+	}
+	return nil
 }
 
 func (iptPorts) CheckPorts(p PortMap) error {

@@ -60,7 +60,7 @@ func TestSameContainerOnTwoNetworks(t *testing.T) {
 			e := newEnv(t)
 			ctx := context.Background()
 			lists := []*libcni.NetworkConfigList{e.list(t, tt.backend), e.secondList(t, tt.backend)}
-			web := e.newContainer(t, "web", mapping{8080, 80, "tcp", ""})
+			web := e.newContainer(t, "web", mapping{8080, 80, "tcp", ""}, mapping{9090, 80, "tcp", hostOutIP}, mapping{5353, 53, "udp", ""})
 			rcs := []*libcni.RuntimeConf{web.rc, nstest.Attachment("web", web.ns, "eth1")}
 			rcs[1].CapabilityArgs = web.rc.CapabilityArgs
 			for i, list := range lists {
@@ -72,10 +72,21 @@ func TestSameContainerOnTwoNetworks(t *testing.T) {
 			}
 			web.serve(t)
 			hello := "hello from web"
-			reachable := func(when string) {
+			// A UDP client that keeps its flow (one source port): after
+			// the serving attachment goes, conntrack must not keep
+			// sending it to that attachment's address.
+			early := udpConn(t, e.out, outIP+":40000")
+			reachable := func(when string, udp bool) {
 				t.Helper()
 				wantHTTP(t, when+": outside via host address", e.out, "http://"+hostOutIP+":8080/", hello)
 				wantHTTP(t, when+": host via 127.0.0.1", e.Host, "http://127.0.0.1:8080/", hello)
+				wantHTTP(t, when+": hostIP mapping", e.out, "http://"+hostOutIP+":9090/", hello)
+				if !udp {
+					return
+				}
+				if got, err := udpAsk(early, hostOutIP+":5353"); err != nil || got != "pong web" {
+					t.Errorf("%s: UDP from a client that kept its flow: got %q, %v; want %q", when, got, err, "pong web")
+				}
 			}
 			// thief asks for 8080 on each network: code 101 naming web.
 			thiefRefused := func(when string) {
@@ -99,11 +110,11 @@ func TestSameContainerOnTwoNetworks(t *testing.T) {
 				}
 			}
 
-			reachable("on both networks")
+			reachable("on both networks", true)
 			check("on both networks", 0)
 			check("on both networks", 1)
 			thiefRefused("on both networks")
-			reachable("after the refused ADDs")
+			reachable("after the refused ADDs", true)
 
 			first, second := tt.firstGone, 1-tt.firstGone
 			gone := "after leaving " + lists[first].Name
@@ -112,12 +123,17 @@ func TestSameContainerOnTwoNetworks(t *testing.T) {
 				if err := nstest.NewRuntime(t, e.Host).Del(ctx, lists[first], rcs[first]); err != nil {
 					t.Fatalf("DEL without prevResult of web from %s: %v", lists[first].Name, err)
 				}
-				reachable(gone + " by a DEL without prevResult")
+				reachable(gone+" by a DEL without prevResult", true)
 			case byGC:
 				if err := nstest.NewRuntime(t, e.Host).GC(ctx, lists[first]); err != nil {
 					t.Fatalf("GC of %s: %v", lists[first].Name, err)
 				}
-				reachable(gone + " by GC")
+				// Not UDP: GC leaves the container's first interface,
+				// and its answers from a wildcard socket take the
+				// source address of that interface's default route,
+				// which the new flow's conntrack entry does not expect.
+				// A container GC gives up on is gone in real life.
+				reachable(gone+" by GC", false)
 			}
 			// Twice: a repeated (or, after GC, late) DEL must not take
 			// the port from the attachment serving it now.
@@ -126,7 +142,7 @@ func TestSameContainerOnTwoNetworks(t *testing.T) {
 					t.Fatalf("DEL #%d of web from %s: %v", i+1, lists[first].Name, err)
 				}
 			}
-			reachable(gone)
+			reachable(gone, true)
 			check(gone, second)
 			thiefRefused(gone)
 			if got := e.tagged(t, tt.backend, "web/"+rcs[first].IfName); got != "" {

@@ -20,7 +20,7 @@ import (
 //	set masqall4      { type ipv4_addr . inet_proto . inet_service }   # masqAll, container side
 //	map ports-standby4 { type ipv6_addr . ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service }
 //	set hairpin4      { type ipv4_addr; flags interval }             # subnets of mapped containers
-//	(and the same four for IPv6)
+//	(and the same five for IPv6)
 //	chain ports-prerouting { type nat hook prerouting priority dstnat; fib daddr type local jump ports-dnat }
 //	chain ports-output     { type nat hook output priority dstnat; fib daddr type local jump ports-dnat }
 //	chain ports-dnat {

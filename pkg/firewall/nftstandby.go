@@ -115,10 +115,15 @@ func (np nftPorts) delKnown(tgts []target, tg string) error {
 		if err != nil {
 			return err
 		}
+		ks = append(ks, keyed{masqAllSet(t, tgt.f), e.all.Key})
 		if found && comment == tg {
 			serving = append(serving, promotion{f: tgt.f, active: active, oldVal: e.dnat.Val})
+		} else {
+			// Not serving: it may be waiting in standby (a serving
+			// attachment has no standby element, so the common DEL
+			// looks up no more keys than before standbys existed).
+			ks = append(ks, keyed{standbyMap(t, tgt.f), e.standby.Key})
 		}
-		ks = append(ks, keyed{masqAllSet(t, tgt.f), e.all.Key}, keyed{standbyMap(t, tgt.f), e.standby.Key})
 	}
 	var owned []keyed
 	for _, k := range ks {
@@ -133,10 +138,12 @@ func (np nftPorts) delKnown(tgts []target, tg string) error {
 	if len(serving) == 0 && len(owned) == 0 {
 		return nil
 	}
-	c, err := newConn()
+	// One socket for the dumps and the transaction (see newOpConn).
+	c, err := nftables.New(nftables.AsLasting())
 	if err != nil {
-		return err
+		return fmt.Errorf("nftables: %w", err)
 	}
+	defer c.CloseLasting()
 	standbys := map[byte][]nftables.SetElement{}
 	for i, pr := range serving {
 		sb, ok := standbys[pr.f.nfproto]

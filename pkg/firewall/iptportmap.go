@@ -138,8 +138,12 @@ func (ip iptPorts) AddPorts(p PortMap) error {
 		if err := ip.ensureBase(ipt); err != nil {
 			return err
 		}
-		// Conflicts: another attachment's DNAT rule for the same host side.
-		others, err := taggedRules(ipt, "nat", iptDNATChain, func(s string) bool { return s != tg })
+		// Conflicts: another container's DNAT rule for the same host
+		// side. The same container's rule from another network (Podman
+		// hands its mappings to every network it joins) is not one:
+		// both stay, the first serves, and the other takes over when
+		// its DEL removes it, as with the reference plugin.
+		others, err := taggedRules(ipt, "nat", iptDNATChain, func(s string) bool { return !sameContainer(s, tg) })
 		if err != nil {
 			return err
 		}
@@ -154,9 +158,7 @@ func (ip iptPorts) AddPorts(p PortMap) error {
 					owner := "another container"
 					for i := 0; i+1 < len(o); i++ {
 						if o[i] == "--comment" {
-							if parts := strings.Split(o[i+1], "/"); len(parts) == 3 {
-								owner = fmt.Sprintf("container %s (%s on network %s)", parts[1], parts[2], parts[0])
-							}
+							owner = ownerOf(o[i+1])
 						}
 					}
 					return cni.Errorf(cni.CodeConflict, "host port %s is already published by %s", hostSide(t), owner)
@@ -179,9 +181,57 @@ func (iptPorts) DelPorts(p PortMap) error {
 	return iptDropTagged(func(s string) bool { return s == tg })
 }
 
-// iptDropTagged removes the port-mapping rules whose tag matches.
+// iptDropTagged removes the port-mapping rules whose tag matches. Where a
+// UDP host port stays published by another attachment of the same
+// container (a rule further down takes over), the flows conntrack keeps
+// DNATed to the removed address are forgotten, as nftables' promotion
+// does (see flushPromoted).
 func iptDropTagged(match func(string) bool) error {
-	return iptDeleteTagged("nat", []string{iptDNATChain, iptMasqPorts}, match)
+	ipts, err := iptBoth()
+	if err != nil {
+		return err
+	}
+	for i, ipt := range ipts {
+		rules, err := taggedRules(ipt, "nat", iptDNATChain, func(s string) bool { return tagNetwork(s) != "" })
+		if err != nil {
+			return err
+		}
+		var drop [][]string
+		var flush []Published
+		for _, r := range rules {
+			d, ok := decodeDNATRule(r)
+			if !ok || !match(d.Tag) {
+				continue
+			}
+			drop = append(drop, r)
+			if d.Protocol != "udp" {
+				continue
+			}
+			for _, o := range rules {
+				if k, ok := decodeDNATRule(o); ok && !match(k.Tag) && sameContainer(k.Tag, d.Tag) &&
+					k.Protocol == d.Protocol && k.HostPort == d.HostPort && k.HostIP.Equal(d.HostIP) {
+					flush = append(flush, d)
+					break
+				}
+			}
+		}
+		if err := deleteRules(ipt, "nat", iptDNATChain, drop); err != nil {
+			return err
+		}
+		masq, err := taggedRules(ipt, "nat", iptMasqPorts, match)
+		if err != nil {
+			return err
+		}
+		if err := deleteRules(ipt, "nat", iptMasqPorts, masq); err != nil {
+			return err
+		}
+		f := []family{v4, v6}[i]
+		for _, d := range flush {
+			// Best effort: the port is served either way.
+			_ = flushUDPTo(f, d.HostPort, d.ContainerIP)
+		}
+	}
+	return nil
 }
 
 func (iptPorts) CheckPorts(p PortMap) error {

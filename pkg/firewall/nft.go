@@ -247,15 +247,21 @@ func addOwned(c *nftables.Conn, nl *netlink.Conn, s *nftables.Set, tg string, el
 		if err != nil {
 			return err
 		}
-		if found && comment != tg {
-			if err := upsert(c, s, el); err != nil {
-				return err
-			}
-			continue
+		if err := addLooked(c, s, tg, el, comment, found); err != nil {
+			return err
 		}
-		if err := c.SetAddElements(s, []nftables.SetElement{el}); err != nil {
-			return fmt.Errorf("nftables: %s element: %w", s.Name, err)
-		}
+	}
+	return nil
+}
+
+// addLooked is addOwned of one element already looked up: found, with
+// comment, or not.
+func addLooked(c *nftables.Conn, s *nftables.Set, tg string, el nftables.SetElement, comment string, found bool) error {
+	if found && comment != tg {
+		return upsert(c, s, el)
+	}
+	if err := c.SetAddElements(s, []nftables.SetElement{el}); err != nil {
+		return fmt.Errorf("nftables: %s element: %w", s.Name, err)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"net"
 	"testing"
 	"time"
 
@@ -22,6 +23,23 @@ func TestAddDeletesNothing(t *testing.T) {
 	}{
 		{"masquerade", func(m Masq, _ PortMap, _ Isolation) error { return (nftMasq{}).AddMasq(m) }},
 		{"published port", func(_ Masq, p PortMap, _ Isolation) error { return (nftPorts{}).AddPorts(p) }},
+		{"published port, same container on another network", func(_ Masq, p PortMap, _ Isolation) error {
+			bn2 := func(id string, ip byte, port int) PortMap {
+				return PortMap{Network: "bn2", ContainerID: id, IfName: "eth1", SNAT: true,
+					ContainerIPs: []*net.IPNet{{IP: net.IPv4(10, 8, 0, ip), Mask: net.CIDRMask(16, 32)}},
+					Mappings:     []PortMapping{{HostPort: port, ContainerPort: 80, Protocol: "tcp"}}}
+			}
+			if p.ContainerID == "c0" {
+				// Network bn2 has an attachment already.
+				if err := (nftPorts{}).AddPorts(bn2("c9", 9, 29999)); err != nil {
+					return err
+				}
+				return (nftPorts{}).AddPorts(p)
+			}
+			// The second ADD: c0 joins bn2 with the same mapping
+			// (Podman), so its element waits in standby.
+			return (nftPorts{}).AddPorts(bn2("c0", 2, 20000))
+		}},
 		{"isolation", func(_ Masq, _ PortMap, a Isolation) error { return (nftIso{}).AddIsolation(a) }},
 		{"isolated", func(_ Masq, _ PortMap, a Isolation) error {
 			a.Policy, a.HostVeth = PolicyIsolated, "veth"+a.ContainerID

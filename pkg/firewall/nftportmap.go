@@ -18,8 +18,9 @@ import (
 //	map ports4        { type inet_proto . inet_service : ipv4_addr . inet_service }
 //	map hostip-ports4 { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service }
 //	set masqall4      { type ipv4_addr . inet_proto . inet_service }   # masqAll, container side
+//	map ports-standby4 { type ipv6_addr . ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service }
 //	set hairpin4      { type ipv4_addr; flags interval }             # subnets of mapped containers
-//	(and the same four for IPv6)
+//	(and the same five for IPv6)
 //	chain ports-prerouting { type nat hook prerouting priority dstnat; fib daddr type local jump ports-dnat }
 //	chain ports-output     { type nat hook output priority dstnat; fib daddr type local jump ports-dnat }
 //	chain ports-dnat {
@@ -37,6 +38,14 @@ import (
 // the attachment (see tag). A host port already published by another
 // attachment makes the kernel refuse the element (same key, other data), so
 // the whole transaction, and the ADD, fails with nothing changed.
+//
+// The same container on another network (Podman hands a container's
+// mappings to every network it joins) is no conflict: its element waits in
+// ports-standby4/6, keyed by a hash of its tag (the ipv6_addr field is
+// only a carrier of 16 bytes, as in the reference maps) and the host side
+// (host address 0 for every address), until the serving attachment goes;
+// its DEL (or GC) then moves it into the port map in the same transaction
+// (see nftstandby.go).
 type nftPorts struct{}
 
 const (
@@ -91,7 +100,7 @@ func hairpinSet(t *nftables.Table, f family) *nftables.Set {
 func taggedSets(t *nftables.Table) []*nftables.Set {
 	var out []*nftables.Set
 	for _, f := range []family{v4, v6} {
-		out = append(out, portsMap(t, f, true), portsMap(t, f, false), masqAllSet(t, f))
+		out = append(out, portsMap(t, f, true), portsMap(t, f, false), masqAllSet(t, f), standbyMap(t, f))
 	}
 	return append(out, refMap(portsRefs))
 }
@@ -132,7 +141,7 @@ func (nftPorts) ensureBase(c *nftables.Conn) (*portsObjs, error) {
 	t := c.AddTable(nftTable())
 	o := &portsObjs{maps: map[string]*nftables.Set{}, table: t, hairpin: map[byte]*nftables.Set{}}
 	for _, f := range []family{v4, v6} {
-		for _, s := range []*nftables.Set{portsMap(t, f, true), portsMap(t, f, false), masqAllSet(t, f), hairpinSet(t, f)} {
+		for _, s := range []*nftables.Set{portsMap(t, f, true), portsMap(t, f, false), masqAllSet(t, f), hairpinSet(t, f), standbyMap(t, f)} {
 			if err := c.AddSet(s, nil); err != nil {
 				return nil, fmt.Errorf("nftables: set %s: %w", s.Name, err)
 			}
@@ -187,11 +196,12 @@ func (nftPorts) ensureBase(c *nftables.Conn) (*portsObjs, error) {
 	return o, nil
 }
 
-// elements of one target: the DNAT map element and, with masqAll, the
-// masqall element.
+// elements of one target: the DNAT map element, with masqAll the masqall
+// element, and the standby element that stands for the DNAT element while
+// another attachment of the same container serves the host port.
 type portElems struct {
-	dnatMap, allSet string
-	dnat, all       nftables.SetElement
+	dnatMap, allSet, standbyMap string
+	dnat, all, standby          nftables.SetElement
 }
 
 func elemsOf(t target, tg string) (portElems, error) {
@@ -206,12 +216,19 @@ func elemsOf(t target, tg string) (portElems, error) {
 	}
 	val := append(padded(t.f.addrBytes(t.ctr.IP)), padded(portBytes(t.m.ContainerPort))...)
 	allKey := append(append(padded(t.f.addrBytes(t.ctr.IP)), padded([]byte{proto})...), padded(portBytes(t.m.ContainerPort))...)
+	hostAddr := make([]byte, t.f.addrLen) // every host address
+	if t.specific() {
+		hostAddr = t.f.addrBytes(t.m.HostIP)
+	}
+	standbyKey := append(append(refKey(tg), padded(hostAddr)...), pp...)
 	tab := nftTable()
 	return portElems{
-		dnatMap: portsMap(tab, t.f, t.specific()).Name,
-		allSet:  masqAllSet(tab, t.f).Name,
-		dnat:    nftables.SetElement{Key: key, Val: val, Comment: tg},
-		all:     nftables.SetElement{Key: allKey, Comment: tg},
+		dnatMap:    portsMap(tab, t.f, t.specific()).Name,
+		allSet:     masqAllSet(tab, t.f).Name,
+		standbyMap: standbyMap(tab, t.f).Name,
+		dnat:       nftables.SetElement{Key: key, Val: val, Comment: tg},
+		all:        nftables.SetElement{Key: allKey, Comment: tg},
+		standby:    nftables.SetElement{Key: standbyKey, Val: val, Comment: tg},
 	}, nil
 }
 
@@ -282,19 +299,24 @@ func (np nftPorts) addPorts(p PortMap, force bool) error {
 		// As for masquerade: a stale element of a lost attachment (same
 		// data, old tag) is replaced, an element of another attachment
 		// (other data) makes the add fail, and nothing is deleted
-		// otherwise.
-		sets := []struct {
-			s  *nftables.Set
-			el nftables.SetElement
-		}{{o.maps[e.dnatMap], e.dnat}}
-		if p.MasqAll {
-			sets = append(sets, struct {
-				s  *nftables.Set
-				el nftables.SetElement
-			}{o.maps[e.allSet], e.all})
+		// otherwise. An element of the same container on another
+		// network keeps serving; this attachment's waits in standby.
+		dnat := keyed{o.maps[e.dnatMap], e.dnat.Key}
+		comment, found, err := elementComment(nl, dnat)
+		if err != nil {
+			return err
 		}
-		for _, se := range sets {
-			if err := addOwned(c, nl, se.s, tg, se.el); err != nil {
+		if found && comment != tg && sameContainer(comment, tg) {
+			dnat, e.dnat = keyed{o.maps[e.standbyMap], e.standby.Key}, e.standby
+			if comment, found, err = elementComment(nl, dnat); err != nil {
+				return err
+			}
+		}
+		if err := addLooked(c, dnat.set, tg, e.dnat, comment, found); err != nil {
+			return fmt.Errorf("publishing %s: %w", t.m, err)
+		}
+		if p.MasqAll {
+			if err := addOwned(c, nl, o.maps[e.allSet], tg, e.all); err != nil {
 				return fmt.Errorf("publishing %s: %w", t.m, err)
 			}
 		}
@@ -350,12 +372,8 @@ func (nftPorts) findConflict(tgts []target, tg string) error {
 			}
 			dumps[e.dnatMap] = d
 		}
-		if have, ok := d[string(e.dnat.Key)]; ok && have.Comment != tg {
-			owner := have.Comment
-			if parts := strings.Split(owner, "/"); len(parts) == 3 {
-				owner = fmt.Sprintf("container %s (%s on network %s)", parts[1], parts[2], parts[0])
-			}
-			return cni.Errorf(cni.CodeConflict, "host port %s is already published by %s", hostSide(t), owner)
+		if have, ok := d[string(e.dnat.Key)]; ok && !sameContainer(have.Comment, tg) {
+			return cni.Errorf(cni.CodeConflict, "host port %s is already published by %s", hostSide(t), ownerOf(have.Comment))
 		}
 	}
 	return nil
@@ -377,17 +395,9 @@ func (np nftPorts) DelPorts(p PortMap) error {
 	if tgts := targets(p); len(tgts) > 0 {
 		// The keys are known: one GET each, cost independent of the
 		// number of containers.
-		ks := []keyed{{refMap(portsRefs), refKey(tg)}}
-		for _, tgt := range tgts {
-			e, err := elemsOf(tgt, tg)
-			if err != nil {
-				return err
-			}
-			ks = append(ks, keyed{portsMap(t, tgt.f, tgt.specific()), e.dnat.Key}, keyed{masqAllSet(t, tgt.f), e.all.Key})
-		}
-		err = delOwned(ks, taggedSets(t), tg)
+		err = np.delKnown(tgts, tg)
 	} else {
-		err = delElements(taggedSets(t), tg)
+		err = np.release(func(s string) bool { return s == tg })
 	}
 	if err != nil {
 		return err
@@ -409,25 +419,42 @@ func (np nftPorts) CheckPorts(p PortMap) error {
 		if err != nil {
 			return err
 		}
-		for _, want := range []struct {
-			set string
-			el  nftables.SetElement
-			on  bool
-		}{{e.dnatMap, e.dnat, true}, {e.allSet, e.all, p.MasqAll}} {
-			if !want.on {
-				continue
-			}
-			d, ok := dumps[want.set]
+		dump := func(set string) (map[string]nftables.SetElement, error) {
+			d, ok := dumps[set]
 			if !ok {
-				els, err := dumpElements(c, &nftables.Set{Table: nftTable(), Name: want.set})
+				els, err := dumpElements(c, &nftables.Set{Table: nftTable(), Name: set})
 				if err != nil {
-					return err
+					return nil, err
 				}
 				d = map[string]nftables.SetElement{}
 				for _, el := range els {
 					d[string(el.Key)] = el
 				}
-				dumps[want.set] = d
+				dumps[set] = d
+			}
+			return d, nil
+		}
+		wants := []struct {
+			set string
+			el  nftables.SetElement
+			on  bool
+		}{{e.dnatMap, e.dnat, true}, {e.allSet, e.all, p.MasqAll}}
+		// While another attachment of the container serves the port,
+		// this one's element is its standby.
+		d, err := dump(e.dnatMap)
+		if err != nil {
+			return err
+		}
+		if have, ok := d[string(e.dnat.Key)]; ok && have.Comment != tg && sameContainer(have.Comment, tg) {
+			wants[0].set, wants[0].el = e.standbyMap, e.standby
+		}
+		for _, want := range wants {
+			if !want.on {
+				continue
+			}
+			d, err := dump(want.set)
+			if err != nil {
+				return err
 			}
 			have, ok := d[string(want.el.Key)]
 			switch {
@@ -451,19 +478,13 @@ func (np nftPorts) CheckPorts(p PortMap) error {
 	return nil
 }
 
-func (nftPorts) GCPorts(network string, valid map[cni.Attachment]bool) error {
-	c, err := newConn()
-	if err != nil {
-		return err
-	}
-	ok, err := tableExists(c)
-	if err != nil || !ok {
-		return err
-	}
+func (np nftPorts) GCPorts(network string, valid map[cni.Attachment]bool) error {
+	// An attachment of another network is never dropped here, so a
+	// container's standby there takes over a port that GC frees.
 	keep := validTags(network, valid)
 	net := shorten(network)
 	t := nftTable()
-	if err := deleteTagged(c, taggedSets(t), func(s string) bool { return tagNetwork(s) == net && !keep[s] }); err != nil {
+	if err := np.release(func(s string) bool { return tagNetwork(s) == net && !keep[s] }); err != nil {
 		return err
 	}
 	return dropNetwork(portsNetChain, network, []*nftables.Set{hairpinSet(t, v4), hairpinSet(t, v6)})

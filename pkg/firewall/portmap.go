@@ -131,25 +131,50 @@ func FlushUDPConntrack(p PortMap) error {
 		if !strings.EqualFold(t.m.Protocol, "udp") {
 			continue
 		}
-		fam := netlink.InetFamily(unix.AF_INET)
-		if t.f.nfproto == v6.nfproto {
-			fam = unix.AF_INET6
-		}
-		filt := &netlink.ConntrackFilter{}
-		if err := filt.AddProtocol(unix.IPPROTO_UDP); err != nil {
-			return fmt.Errorf("conntrack filter: %w", err)
-		}
-		if err := filt.AddPort(netlink.ConntrackOrigDstPort, uint16(t.m.HostPort)); err != nil {
-			return fmt.Errorf("conntrack filter: %w", err)
-		}
+		var hostIP net.IP
 		if t.specific() {
-			if err := filt.AddIP(netlink.ConntrackOrigDstIP, t.m.HostIP); err != nil {
-				return fmt.Errorf("conntrack filter: %w", err)
-			}
+			hostIP = t.m.HostIP
 		}
-		if _, err := link.ConntrackDeleteFilters(netlink.ConntrackTable, fam, filt); err != nil {
+		if err := flushUDP(t.f, t.m.HostPort, hostIP, nil); err != nil {
 			return fmt.Errorf("flushing udp conntrack for %s: %w", t.m, err)
 		}
+	}
+	return nil
+}
+
+// flushUDPTo deletes the conntrack entries of UDP traffic to hostPort that
+// was DNATed to ctrIP.
+func flushUDPTo(f family, hostPort int, ctrIP net.IP) error {
+	return flushUDP(f, hostPort, nil, ctrIP)
+}
+
+// flushUDP deletes the conntrack entries of family f for UDP to hostPort,
+// only those to hostIP and answered by replyIP when set.
+func flushUDP(f family, hostPort int, hostIP, replyIP net.IP) error {
+	fam := netlink.InetFamily(unix.AF_INET)
+	if f.nfproto == v6.nfproto {
+		fam = unix.AF_INET6
+	}
+	filt := &netlink.ConntrackFilter{}
+	if err := filt.AddProtocol(unix.IPPROTO_UDP); err != nil {
+		return fmt.Errorf("conntrack filter: %w", err)
+	}
+	if err := filt.AddPort(netlink.ConntrackOrigDstPort, uint16(hostPort)); err != nil {
+		return fmt.Errorf("conntrack filter: %w", err)
+	}
+	for _, ip := range []struct {
+		t  netlink.ConntrackFilterType
+		ip net.IP
+	}{{netlink.ConntrackOrigDstIP, hostIP}, {netlink.ConntrackReplySrcIP, replyIP}} {
+		if ip.ip == nil {
+			continue
+		}
+		if err := filt.AddIP(ip.t, ip.ip); err != nil {
+			return fmt.Errorf("conntrack filter: %w", err)
+		}
+	}
+	if _, err := link.ConntrackDeleteFilters(netlink.ConntrackTable, fam, filt); err != nil {
+		return err
 	}
 	return nil
 }

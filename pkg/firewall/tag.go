@@ -3,6 +3,7 @@ package firewall
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"strings"
 
 	"github.com/berthnet/berth/pkg/cni"
@@ -42,6 +43,14 @@ func tagNetwork(t string) string {
 	return parts[0]
 }
 
+// sameContainer reports whether two tags name attachments of one
+// container (the same container ID, on any network or interface): Podman
+// hands a container's port mappings to every network it joins.
+func sameContainer(a, b string) bool {
+	pa, pb := strings.Split(a, "/"), strings.Split(b, "/")
+	return len(pa) == 3 && len(pb) == 3 && pa[1] == pb[1]
+}
+
 // validTags turns GC's valid set into the set of tags of one network.
 func validTags(network string, valid map[cni.Attachment]bool) map[string]bool {
 	out := make(map[string]bool, len(valid))
@@ -49,4 +58,13 @@ func validTags(network string, valid map[cni.Attachment]bool) map[string]bool {
 		out[tag(network, a.ContainerID, a.IfName)] = true
 	}
 	return out
+}
+
+// ownerOf is a tag for messages: "container ID (ifname on network NAME)".
+func ownerOf(t string) string {
+	parts := strings.Split(t, "/")
+	if len(parts) != 3 {
+		return t
+	}
+	return fmt.Sprintf("container %s (%s on network %s)", parts[1], parts[2], parts[0])
 }

@@ -6,7 +6,6 @@ import (
 	"net"
 
 	"github.com/google/nftables"
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -96,12 +95,11 @@ func standbyFor(t *nftables.Table, f family, standbys []nftables.SetElement, act
 // transaction fails and release (dumps, by tag) finishes the job.
 func (np nftPorts) delKnown(tgts []target, tg string) error {
 	t := nftTable()
-	nl, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	nl, err := dialNetfilter()
 	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
+		return err
 	}
-	// One socket for the look-ups: closing each would wait for any
-	// pending grace period (see newOpConn).
+	// One socket for all the look-ups.
 	defer nl.Close()
 	ks := []keyed{{refMap(portsRefs), refKey(tg)}}
 	var serving []promotion
@@ -138,8 +136,8 @@ func (np nftPorts) delKnown(tgts []target, tg string) error {
 	if len(serving) == 0 && len(owned) == 0 {
 		return nil
 	}
-	// One socket for the dumps and the transaction (see newOpConn).
-	c, err := nftables.New(nftables.AsLasting())
+	// One socket for the dumps and the transaction.
+	c, err := nftables.New(nftables.AsLasting(), nftables.WithSockOptions(keepSocket))
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}

@@ -52,6 +52,12 @@ type NetConf struct {
 	mac net.HardwareAddr
 }
 
+// changesNothing reports whether the config sets nothing at all on the
+// interface or its namespace.
+func (c *NetConf) changesNothing() bool {
+	return len(c.SysCtl) == 0 && c.mac == nil && !c.Promisc && c.Mtu == 0 && c.TxQLen == nil && c.Allmulti == nil
+}
+
 type argsCNI struct {
 	SysCtl   map[string]string `json:"sysctl"`
 	Mac      *string           `json:"mac,omitempty"`

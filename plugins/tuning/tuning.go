@@ -60,6 +60,18 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if sameNSAsPlugin(args.Netns) {
 		return cni.Errorf(cni.CodeInvalidNetNS, "%s: CNI_NETNS %s is the node's own namespace: refusing to tune it", plugin, args.Netns)
 	}
+	if c.changesNothing() {
+		// Podman's default chain has a bare {"type": "tuning"}: nothing
+		// to record, nothing to set, so no namespace to enter and no
+		// backup file (DEL finds none and returns). The namespace is
+		// still checked, as the reference does by entering it.
+		netns, err := ns.GetNS(args.Netns)
+		if err != nil {
+			return cni.Errorf(cni.CodeInvalidNetNS, "%s: CNI_NETNS %s: %v", plugin, args.Netns, err)
+		}
+		netns.Close()
+		return cni.Print(prev, c.CNIVersion)
+	}
 	file := backupPath(c.DataDir, args.ContainerID, args.IfName)
 	err = ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
 		return apply(c, args.Netns, args.IfName, file)

@@ -463,3 +463,40 @@ func TestCNIArgsOfRuntimes(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestBareConfig: Podman's default chain has {"type": "tuning"} with
+// nothing to set. ADD passes prevResult through and leaves no backup; DEL
+// and CHECK work without one; a bad CNI_NETNS is still code 3.
+func TestBareConfig(t *testing.T) {
+	e := newEnv(t)
+	c := e.conf(t, "1.1.0", nil)
+	before := e.link(t, "eth0")
+	rt := e.rt("ctr-bare", "eth0")
+	res, err := e.add(c, rt)
+	if err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	r, err := current.NewResultFromResult(res)
+	if err != nil || len(r.Interfaces) != 2 || r.Interfaces[1].Mac != "02:00:00:00:00:bb" || len(r.IPs) != 1 {
+		t.Fatalf("ADD result is not prevResult: %+v, %v", res, err)
+	}
+	if entries, _ := os.ReadDir(e.dataDir); len(entries) != 0 {
+		t.Errorf("ADD with nothing to set left %d files in dataDir", len(entries))
+	}
+	if got := e.link(t, "eth0"); got != before {
+		t.Errorf("eth0 changed: %+v, was %+v", got, before)
+	}
+	if err := e.check(c, rt); err != nil {
+		t.Errorf("CHECK: %v", err)
+	}
+	if err := e.del(c, rt); err != nil {
+		t.Errorf("DEL: %v", err)
+	}
+
+	bad := &libcni.RuntimeConf{ContainerID: "ctr-bare-bad", IfName: "eth0", NetNS: "/run/netns/" + nstest.UniqueName("nonexistent")}
+	_, err = e.add(c, bad)
+	var cniErr *types.Error
+	if !errors.As(err, &cniErr) || cniErr.Code != types.ErrInvalidNetNS {
+		t.Errorf("ADD with a missing netns: %v, want code %d", err, types.ErrInvalidNetNS)
+	}
+}

@@ -80,13 +80,30 @@ func (f *Files) Put(_ context.Context, e *Entry) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
-	sweepTemp(dir)
-	return writeAtomic(filepath.Join(dir, EntryName(e.ContainerID, e.IfName)+".json"), b)
+	tmp := f.tempDir(e.Network)
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	sweepTemp(tmp)
+	return writeAtomic(filepath.Join(dir, EntryName(e.ContainerID, e.IfName)+".json"), tmp, b)
 }
 
-// sweepTemp removes temporary files a writer killed before its rename left
-// in a network's directory. Called with the network's lock held: only
-// holders write there, so every temporary file found is stale.
+// tempDirName holds, per network, the temporary files of entries being
+// written. "~" is in no network name, so it is never taken for a network.
+const tempDirName = "~tmp"
+
+// tempDir is where a network's entries are written before their rename:
+// apart from the entries, so that sweeping what a killed writer left reads
+// a directory that is almost always empty rather than one file per
+// attachment (sweeping the network's own directory made every ADD and DEL
+// read all its entries).
+func (f *Files) tempDir(network string) string {
+	return filepath.Join(f.root, tempDirName, network)
+}
+
+// sweepTemp removes the temporary files a writer killed before its rename
+// left in dir (a network's temporary directory). Called with the network's
+// lock held: only holders write there, so every file found is stale.
 func sweepTemp(dir string) {
 	stale, _ := filepath.Glob(filepath.Join(dir, atomicfile.TempPrefix+"*"))
 	for _, p := range stale {
@@ -94,11 +111,11 @@ func sweepTemp(dir string) {
 	}
 }
 
-// writeAtomic writes an entry. No fsync: the store lives on tmpfs (/run)
-// by default, where it is meaningless, and state must not outlive a reboot
-// anyway. The temporary file's leading dot keeps List from reading it.
-func writeAtomic(path string, b []byte) error {
-	if err := atomicfile.Write(path, b); err != nil {
+// writeAtomic writes an entry, through a temporary file in tmp. No fsync:
+// the store lives on tmpfs (/run) by default, where it is meaningless, and
+// state must not outlive a reboot anyway.
+func writeAtomic(path, tmp string, b []byte) error {
+	if err := atomicfile.Write(path, b, atomicfile.TempDir(tmp)); err != nil {
 		return fmt.Errorf("registry: writing %s: %w", path, err)
 	}
 	return nil
@@ -142,11 +159,13 @@ func (f *Files) Delete(_ context.Context, network, containerID, ifName string) e
 	if err := os.Remove(filepath.Join(dir, EntryName(containerID, ifName)+".json")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("registry: %w", err)
 	}
-	sweepTemp(dir)
+	tmp := f.tempDir(network)
+	sweepTemp(tmp)
 	// Fails harmlessly (ENOTEMPTY, ENOENT) unless this was the last entry;
 	// then the network's lock file goes too, while we hold it (lock sees
 	// that and retries on a fresh file).
 	if err := os.Remove(dir); err == nil || errors.Is(err, fs.ErrNotExist) {
+		_ = os.Remove(tmp)
 		_ = os.Remove(filepath.Join(f.root, network+".lock"))
 	}
 	return nil

@@ -22,7 +22,8 @@ func TestFiles(t *testing.T) {
 		t.Fatalf("net1 dir: got %v %v, want 0700", fi.Mode().Perm(), err)
 	}
 	leftovers, _ := filepath.Glob(filepath.Join(dir, "*", ".tmp-*"))
-	if len(leftovers) != 0 {
+	writing, _ := filepath.Glob(filepath.Join(dir, "~tmp", "*", ".tmp-*"))
+	if leftovers = append(leftovers, writing...); len(leftovers) != 0 {
 		t.Fatalf("temp files left: %v", leftovers)
 	}
 }
@@ -43,14 +44,34 @@ func TestFilesKilledWriterSwept(t *testing.T) {
 	if err := s.Put(ctx, e); err != nil {
 		t.Fatal(err)
 	}
-	stale := filepath.Join(dir, "net1", ".tmp-123")
+	// Entries are written through a temporary file in ~tmp/<network>,
+	// so that the sweep does not read every entry of the network.
+	stale := filepath.Join(dir, "~tmp", "net1", ".tmp-c1@eth0.json-123")
 	if err := os.WriteFile(stale, []byte(`{"containerID":"victim"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Delete(ctx, "net1", "c1", "eth0"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "net1")); !os.IsNotExist(err) {
-		t.Fatalf("network directory after its last entry's DEL: got %v, want it gone with the stale temporary file", err)
+	for _, d := range []string{filepath.Join(dir, "net1"), filepath.Join(dir, "~tmp", "net1")} {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Fatalf("%s after the network's last entry's DEL: got %v, want it gone with the stale temporary file", d, err)
+		}
+	}
+	// Swept by a Put too; and never listed as a network.
+	if err := os.MkdirAll(filepath.Dir(stale), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(stale, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("stale temporary file after a Put: %v, want it swept", err)
+	}
+	if nets, err := s.Networks(ctx); err != nil || len(nets) != 1 || nets[0] != "net1" {
+		t.Errorf("networks: %v, %v; want [net1]", nets, err)
 	}
 }

@@ -12,6 +12,10 @@ import (
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/version"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/berthnet/berth/internal/sandbox"
 )
 
 // timedExec is libcni's own exec (invoke.DefaultExec) with a stopwatch
@@ -104,6 +108,28 @@ func (b *bench) reportBreakdown() {
 		fmt.Printf("floor (no-op Go process start, same run, N=%d): median %v, p90 %v\n",
 			len(b.floor.times), fl.Round(10*time.Microsecond), summarize(b.floor.times).p90.Round(10*time.Microsecond))
 	}
+	vf := time.Duration(0)
+	if b.vethFloor != nil && len(b.vethFloor.times) > 0 {
+		vf = summarize(b.vethFloor.times).median
+		fmt.Printf("DEL floor (deleting one veth pair, one netlink request, same run, N=%d): median %v, p90 %v\n",
+			len(b.vethFloor.times), vf.Round(10*time.Microsecond), summarize(b.vethFloor.times).p90.Round(10*time.Microsecond))
+	}
+	for _, im := range b.impls {
+		if im.timer == nil || fl == 0 {
+			continue
+		}
+		// The least a chain of these plugins could cost: one process
+		// start each, and for DEL the veth's deletion on top.
+		n := 0
+		for _, p := range im.plugins {
+			if len(im.timer.times[p+" ADD"]) > 0 {
+				n++
+			}
+		}
+		fmt.Printf("%-6s chain floor (%d process starts; DEL: + the veth deletion): ADD %v (median is %.2fx), DEL %v (median is %.2fx)\n",
+			im.name, n, (time.Duration(n) * fl).Round(10*time.Microsecond), float64(summarize(im.add).median)/float64(time.Duration(n)*fl),
+			(time.Duration(n)*fl + vf).Round(10*time.Microsecond), float64(summarize(im.del).median)/float64(time.Duration(n)*fl+vf))
+	}
 	for _, im := range b.impls {
 		if im.timer == nil {
 			continue
@@ -139,4 +165,53 @@ func (b *bench) floorSegment(op string, n int) [2]time.Duration {
 		t = b.floor.times[n : 2*n]
 	}
 	return [2]time.Duration{summarize(t[:100]).median, summarize(t[n-100:]).median}
+}
+
+// vethFloor is what no DEL of a veth-based chain can go below: deleting one
+// veth pair (one netlink request, no process start), which waits out an
+// RCU grace period in the kernel. Sampled beside every DEL, between the
+// bench's first host namespace and a scratch namespace of its own.
+type vethFloor struct {
+	host, peer *sandbox.NS
+	hostH      *netlink.Handle
+	times      []time.Duration
+}
+
+func newVethFloor(host *sandbox.NS, prefix string) (*vethFloor, error) {
+	peer, err := sandbox.NewNS(prefix + "-vf")
+	if err != nil {
+		return nil, err
+	}
+	h, err := netlink.NewHandleAt(netns.NsHandle(host.Fd()))
+	if err != nil {
+		_ = peer.Delete()
+		return nil, fmt.Errorf("netlink handle in %s: %w", host.Name, err)
+	}
+	return &vethFloor{host: host, peer: peer, hostH: h}, nil
+}
+
+// sample creates a veth pair (untimed) and times its deletion.
+func (v *vethFloor) sample() {
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = "benchvf0"
+	if err := v.hostH.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: "eth0", PeerNamespace: netlink.NsFd(v.peer.Fd())}); err != nil {
+		fmt.Fprintln(os.Stderr, "veth floor:", err)
+		return
+	}
+	l, err := v.hostH.LinkByName(attrs.Name)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "veth floor:", err)
+		return
+	}
+	start := time.Now()
+	if err := v.hostH.LinkDel(l); err != nil {
+		fmt.Fprintln(os.Stderr, "veth floor:", err)
+		return
+	}
+	v.times = append(v.times, time.Since(start))
+}
+
+func (v *vethFloor) close() {
+	v.hostH.Close()
+	_ = v.peer.Delete()
 }

@@ -94,6 +94,8 @@ type bench struct {
 	podman   bool
 	prefix   string
 	floor    *floor
+	// vethFloor, for chains with a veth (not -join, not -macvlan).
+	vethFloor *vethFloor
 
 	mu    sync.Mutex
 	impls []*impl
@@ -138,6 +140,11 @@ func (b *bench) run(berth, ref string, parallel int) error {
 	if b.floor, err = newFloor(b.impls[0].state); err != nil {
 		return err
 	}
+	if !b.join && !b.macvlan {
+		if b.vethFloor, err = newVethFloor(b.impls[0].host, b.prefix); err != nil {
+			return err
+		}
+	}
 	switch {
 	case b.join:
 		fmt.Printf("container-mode joins of one target on bridge+host-local, N=%d, parallel=%d\n", b.n, parallel)
@@ -171,6 +178,9 @@ func (b *bench) run(berth, ref string, parallel int) error {
 			}
 		}
 		b.floor.sample()
+		if b.vethFloor != nil {
+			b.vethFloor.sample()
+		}
 	}
 	b.report()
 	b.reportBreakdown()
@@ -474,6 +484,10 @@ func summarize(d []time.Duration) summary {
 func (b *bench) cleanup() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.vethFloor != nil {
+		b.vethFloor.close()
+		b.vethFloor = nil
+	}
 	for _, im := range b.impls {
 		for i, added := range im.added {
 			if added && im.rt != nil {

@@ -224,14 +224,11 @@ func Rootfs(t testing.TB) string {
 // namespaces, and processes in the host namespace (sidecars, conmon, shims).
 func assertNothingLeft(t testing.TB, e *Engine, ids []string, keep ...string) {
 	t.Helper()
-	links := e.Host.MustExec(t, "ip", "-o", "link", "show")
-	for _, l := range strings.Split(strings.TrimSpace(links), "\n") {
-		f := strings.Fields(l)
-		name := strings.SplitN(strings.TrimSuffix(f[1], ":"), "@", 2)[0]
+	for _, name := range e.hostLinks() {
 		if name == "lo" || slices.Contains(keep, name) {
 			continue
 		}
-		t.Errorf("link left in the host namespace: %s", l)
+		t.Errorf("link left in the host namespace: %s", name)
 	}
 	rules := e.Host.MustExec(t, "nft", "list", "ruleset")
 	state := e.MustExec("sh", "-c", "grep -rl . /run/cni /var/lib/cni/networks 2>/dev/null; ls /run/netns; true")
@@ -255,6 +252,18 @@ func assertNothingLeft(t testing.TB, e *Engine, ids []string, keep ...string) {
 	if procs := e.HostProcs(); len(procs) > 0 {
 		t.Errorf("processes left in the host namespace: %q", procs)
 	}
+}
+
+// hostLinks lists the names of the links in the engine's host namespace.
+func (e *Engine) hostLinks() []string {
+	e.T.Helper()
+	var names []string
+	for _, l := range strings.Split(strings.TrimSpace(e.Host.MustExec(e.T, "ip", "-o", "link", "show")), "\n") {
+		name := strings.SplitN(strings.TrimSuffix(strings.Fields(l)[1], ":"), "@", 2)[0]
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
 }
 
 // HostProcs lists the processes whose network namespace is the host

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berthnet/berth/internal/nstest"
 )
@@ -21,6 +23,15 @@ type Podman struct {
 // podmanConfig is the containers.conf the lane uses (README: "Using berth
 // with Podman"). runc, not crun (crun fails on this host's hybrid
 // cgroups); no default ulimits (runc cannot raise rlimits here).
+//
+// No static_dir: the bolt database stays in graphroot/libpod, its default.
+// When a container exits, conmon runs `podman --root … container cleanup`
+// (the exit command: network teardown, state "exited", --rm), and with
+// --root on its command line podman derives the static dir from the root
+// and ignores containers.conf's static_dir: a static_dir elsewhere gave
+// that process an empty database ("no such container", exit 125), so no
+// container was ever cleaned up on exit, and an attached `podman run`
+// waited out its 20 s conmon timeout for the state to become "exited".
 const podmanConfig = `[containers]
 default_ulimits = []
 
@@ -39,7 +50,6 @@ lock_type = "file"
 events_logfile_path = %q
 tmp_dir = %q
 volume_path = %q
-static_dir = %q
 `
 
 const storageConfig = `[storage]
@@ -56,7 +66,7 @@ func NewPodman(t testing.TB, pluginDir string) *Podman {
 	e := NewEngine(t)
 	d := func(name string) string { return filepath.Join(e.Dir, name) }
 	files := map[string]string{
-		"containers.conf": fmt.Sprintf(podmanConfig, pluginDir, d("net.d"), d("events.log"), d("tmp"), d("volumes"), d("libpod")),
+		"containers.conf": fmt.Sprintf(podmanConfig, pluginDir, d("net.d"), d("events.log"), d("tmp"), d("volumes")),
 		"storage.conf":    fmt.Sprintf(storageConfig, d("runroot"), d("root")),
 	}
 	for name, content := range files {
@@ -123,6 +133,23 @@ func (p *Podman) Conflist(network string) map[string]any {
 		p.T.Fatal(err)
 	}
 	return m
+}
+
+// WaitStatus waits up to 10 s for ctr's State.Status to become want and
+// fails the test with the last status seen otherwise.
+func (p *Podman) WaitStatus(ctr, want string) {
+	p.T.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := p.Podman("inspect", "-f", "{{.State.Status}}", ctr)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			p.T.Fatalf("%s: status %q after 10 s, want %q", ctr, got, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // AssertNothingLeft is assertNothingLeft on the podman engine.
@@ -240,6 +267,20 @@ func TestPodman(t *testing.T) {
 		if err := p.Ping("b", "a"); err != nil {
 			t.Errorf("b -> a after a left other: %v", err)
 		}
+	})
+
+	// A container whose command ends is torn down by conmon's exit command
+	// (`podman container cleanup`), with no rm: its state becomes "exited"
+	// (it stayed "stopped" while that command failed, see podmanConfig)
+	// and its network is gone (DEL through the chain).
+	t.Run("exit cleans up", func(t *testing.T) {
+		before := p.hostLinks()
+		ids = append(ids, p.Run("e", []string{"--network", "web"}, "true"))
+		p.WaitStatus("e", "exited")
+		if after := p.hostLinks(); !slices.Equal(before, after) {
+			t.Errorf("host links after e exited: %q, before: %q", after, before)
+		}
+		p.Podman("rm", "e")
 	})
 
 	// A macvlan on a veth of the host namespace whose peer is a "LAN"

@@ -62,8 +62,9 @@ func requireE2E(t *testing.T) {
 // which the engine's every command runs (nsenter). The mount namespace
 // gives the engine what `ip netns exec` would not: /sys of the host
 // namespace with the cgroup hierarchies still mounted (runc needs them), and
-// private /run/netns, /run/cni, /var/lib/cni and /etc/resolv.conf, so
-// neither the engine's namespaces nor berth's state are the machine's.
+// private /run/netns, /run/cni, /var/lib/cni, /run/containers (Podman's
+// runroot) and /etc/resolv.conf, so neither the engine's namespaces nor
+// berth's state are the machine's.
 type Engine struct {
 	T    testing.TB
 	Host *nstest.NS
@@ -87,11 +88,11 @@ const Upstream = "198.18.0.53"
 const holderScript = `set -e
 D=$1
 mount --make-rslave /
-mkdir -p "$D/cg" /run/cni /var/lib/cni /run/containerd
+mkdir -p "$D/cg" /run/cni /var/lib/cni /run/containerd /run/containers
 mount --rbind /sys/fs/cgroup "$D/cg"
 mount -t sysfs sysfs /sys
 mount --move "$D/cg" /sys/fs/cgroup
-for d in /run/netns /run/cni /var/lib/cni /run/containerd; do mount -t tmpfs tmpfs "$d"; done
+for d in /run/netns /run/cni /var/lib/cni /run/containerd /run/containers; do mount -t tmpfs tmpfs "$d"; done
 mount --bind "$D/resolv.conf" /etc/resolv.conf
 echo ready
 exec sleep infinity

@@ -66,8 +66,9 @@ func (tm timings) report(b *testing.B) {
 // conflist Podman writes: bridge, portmap, firewall, tuning) with berth's
 // binaries, with the reference v1.9.1, and with --network none (the
 // engine's own floor), interleaved: `podman run -d … sleep` then
-// `podman rm -f -t0`, so both ADD and DEL are in it, DEL by the rm (a
-// running container). BenchmarkPodmanRunRm is the attached `run --rm`.
+// `podman rm -f -t0`, so both ADD and DEL are in it (DEL by the rm or by
+// the exit command it races with). BenchmarkPodmanRunRm is the attached
+// `run --rm` on a user-defined network.
 func BenchmarkPodmanRun(b *testing.B) {
 	if os.Getenv(EnvE2E) != "1" {
 		b.Skip("real-engine lane: BERTH_E2E=1 after hack/e2e/deps.sh")

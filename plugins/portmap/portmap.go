@@ -9,6 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/berthnet/berth/internal/crashpoint"
+	"github.com/berthnet/berth/internal/steptrace"
 	"github.com/berthnet/berth/pkg/cni"
 	"github.com/berthnet/berth/pkg/firewall"
 	"github.com/berthnet/berth/pkg/link"
@@ -42,6 +43,8 @@ func portMapOf(conf *NetConf, args *skel.CmdArgs, maps []firewall.PortMapping, p
 }
 
 func cmdAdd(args *skel.CmdArgs) error {
+	tr := steptrace.Start(plugin + " ADD")
+	defer tr.Done()
 	conf, err := loadConf(args.StdinData)
 	if err != nil {
 		return err
@@ -58,6 +61,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return cni.Wrap(cni.CodeInvalidConfig, err, plugin)
 	}
+	tr.Mark("conf")
 	p := portMapOf(conf, args, maps, prev)
 	if len(p.ContainerIPs) == 0 {
 		return cni.Errorf(cni.CodeInvalidConfig, "%s: prevResult has no IP address to map ports to", plugin)
@@ -70,6 +74,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 			return cni.Wrap(cni.CodeKernel, err, "%s: localhost access", plugin)
 		}
 	}
+	tr.Mark("localnet")
 	committed := false
 	if hasDynamic(maps) {
 		// hostPort 0: choose and record under the host's lock. The
@@ -113,6 +118,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := pm.AddPorts(p); err != nil {
 		return cni.Wrap(cni.CodeKernel, err, "%s: publishing %s", plugin, firewall.MappingsString(maps))
 	}
+	tr.Mark("ports")
 	crashpoint.Hit("portmap.add.ports")
 	defer func() {
 		if !committed {
@@ -122,6 +128,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := firewall.FlushUDPConntrack(p); err != nil {
 		return cni.Wrap(cni.CodeKernel, err, plugin)
 	}
+	tr.Mark("conntrack")
 	if err := cni.Print(prev, conf.CNIVersion); err != nil {
 		return cni.Wrap(cni.CodeIOFailure, err, plugin)
 	}

@@ -493,7 +493,7 @@ func cmdStatus(args *skel.CmdArgs) error {
 	}
 	store, err := openRegistry(c, args.StdinData)
 	if err != nil {
-		return cni.Wrap(cni.CodePluginNotAvailable, err, "%s", plugin)
+		return err // a CNI error naming the plugin already
 	}
 	defer store.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)

@@ -12,6 +12,7 @@ package steptrace
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -22,7 +23,8 @@ import (
 // initialised before any init function of the importing packages.
 var processStart = time.Now()
 
-var on = os.Getenv("BERTH_TRACE") != ""
+// out is where Done writes (tests swap it).
+var out io.Writer = os.Stderr
 
 // Trace is the timeline of one command; the zero value and nil are off.
 type Trace struct {
@@ -36,7 +38,7 @@ type Trace struct {
 // Start begins a timeline named name (plugin and command); nil when
 // tracing is off.
 func Start(name string) *Trace {
-	if !on {
+	if os.Getenv("BERTH_TRACE") == "" {
 		return nil
 	}
 	now := time.Now()
@@ -74,7 +76,7 @@ func (t *Trace) Done() {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	fmt.Fprintf(os.Stderr, "berth-trace %s %s total=%.2f\n", t.name, strings.Join(t.steps, " "), ms(time.Since(t.start)))
+	fmt.Fprintf(out, "berth-trace %s %s total=%.2f\n", t.name, strings.Join(t.steps, " "), ms(time.Since(t.start)))
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berthnet/berth/internal/crashpoint"
+	"github.com/berthnet/berth/internal/steptrace"
 	"github.com/berthnet/berth/pkg/cni"
 	"github.com/berthnet/berth/pkg/firewall"
 	"github.com/berthnet/berth/pkg/link"
@@ -19,6 +20,8 @@ import (
 )
 
 func cmdAdd(args *skel.CmdArgs) error {
+	tr := steptrace.Start(plugin + " ADD")
+	defer tr.Done()
 	conf, err := loadConf(args.StdinData)
 	if err != nil {
 		return err
@@ -31,6 +34,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return err
 	}
 
+	tr.Mark("conf")
 	host, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: netlink: %v", plugin, err)
@@ -52,6 +56,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 
 	// IPAM runs in the background, overlapping the netlink work on the
 	// bridge and veth instead of preceding it.
+	tr.Mark("handles")
 	ipd := ipamFor(conf, args)
 	ipamRun := ipd.Start()
 	var ipam *current.Result
@@ -99,6 +104,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
 	}
+	tr.Mark("bridge")
 
 	veth := link.Veth{Master: br, MTU: conf.MTU, PeerName: args.IfName, PeerMAC: conf.mac, PeerNS: cont, HostUp: true}
 	hostVeth, err := link.AddOwnedVeth(host, veth, args.ContainerID, args.IfName)
@@ -118,9 +124,11 @@ func cmdAdd(args *skel.CmdArgs) error {
 		}
 	}
 
+	tr.Mark("veth")
 	if err := waitIPAM(); err != nil {
 		return err
 	}
+	tr.Mark("ipam-wait")
 	crashpoint.Hit("bridge.add.ipam")
 	result := &current.Result{CNIVersion: current.ImplementedSpecVersion, IPs: ipam.IPs, Routes: ipam.Routes, DNS: ipam.DNS}
 	if result.DNS.IsEmpty() {
@@ -136,6 +144,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		}
 	}
 
+	tr.Mark("gateway")
 	contLink, err := cont.Handle.LinkByName(args.IfName)
 	if err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: look up %s in container: %v", plugin, args.IfName, err)
@@ -152,6 +161,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return cni.Errorf(cni.CodeKernel, "%s: configure %s: %v", plugin, args.IfName, err)
 	}
 
+	tr.Mark("container")
 	if conf.IPMasq && len(result.IPs) > 0 {
 		m := masqFor(conf, args, result.IPs)
 		fw, err := firewall.MasqueraderFor(plugin, conf.IPMasqBackend)
@@ -164,6 +174,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		undo = append(undo, func() { cni.Undone(plugin, "removing masquerade", fw.DelMasq(m)) })
 		crashpoint.Hit("bridge.add.masq")
 	}
+	tr.Mark("masq")
 
 	result.Interfaces = []*current.Interface{
 		{Name: br.Attrs().Name, Mac: br.Attrs().HardwareAddr.String()},
@@ -178,6 +189,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return cni.Wrap(cni.CodeIOFailure, err, "%s: recording the attachment", plugin)
 	}
 	undo = append(undo, func() { _ = registry.ForgetAttachment(conf.AttachmentsDir, conf.Name, args) })
+	tr.Mark("record")
 	committed = true
 	return cni.Print(result, conf.CNIVersion)
 }

@@ -8,6 +8,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/berthnet/berth/internal/crashpoint"
+	"github.com/berthnet/berth/internal/steptrace"
 	"github.com/berthnet/berth/pkg/cni"
 	"github.com/berthnet/berth/pkg/firewall"
 )
@@ -106,10 +107,13 @@ func prepare(args *skel.CmdArgs, needPrev bool) (*NetConf, firewall.Isolator, *c
 }
 
 func cmdAdd(args *skel.CmdArgs) error {
+	tr := steptrace.Start(plugin + " ADD")
+	defer tr.Done()
 	c, iso, prev, err := prepare(args, true)
 	if err != nil {
 		return err
 	}
+	tr.Mark("conf")
 	a := isolation(c, args, prev)
 	if err := a.Validate(); err != nil {
 		return err
@@ -120,6 +124,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		cni.Undone(plugin, "removing rules", iso.DelIsolation(a))
 		return cni.Wrap(cni.CodeKernel, err, "%s: adding rules", plugin)
 	}
+	tr.Mark("rules")
 	crashpoint.Hit("firewall.add.rules")
 	return cni.Print(prev, c.CNIVersion)
 }

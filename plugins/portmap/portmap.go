@@ -9,6 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/berthnet/berth/internal/crashpoint"
+	"github.com/berthnet/berth/internal/steptrace"
 	"github.com/berthnet/berth/pkg/cni"
 	"github.com/berthnet/berth/pkg/firewall"
 	"github.com/berthnet/berth/pkg/link"
@@ -42,6 +43,8 @@ func portMapOf(conf *NetConf, args *skel.CmdArgs, maps []firewall.PortMapping, p
 }
 
 func cmdAdd(args *skel.CmdArgs) error {
+	tr := steptrace.Start(plugin + " ADD")
+	defer tr.Done()
 	conf, err := loadConf(args.StdinData)
 	if err != nil {
 		return err
@@ -58,18 +61,36 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return cni.Wrap(cni.CodeInvalidConfig, err, plugin)
 	}
+	tr.Mark("conf")
 	p := portMapOf(conf, args, maps, prev)
 	if len(p.ContainerIPs) == 0 {
 		return cni.Errorf(cni.CodeInvalidConfig, "%s: prevResult has no IP address to map ports to", plugin)
 	}
+	// Reaching 127.0.0.1:<hostPort> DNATs a packet with a loopback source
+	// out of the host interface towards the container; the kernel drops
+	// that unless route_localnet is on for it. A route look-up and a
+	// sysctl (~0.3 ms): done while the ports are chosen and published, and
+	// waited for before anything is reported.
+	localnet := make(chan error, 1)
 	if p.SNAT {
-		// Reaching 127.0.0.1:<hostPort> DNATs a packet with a loopback
-		// source out of the host interface towards the container; the
-		// kernel drops that unless route_localnet is on for it.
-		if err := enableLocalnet(p.ContainerIPs); err != nil {
+		ips := p.ContainerIPs
+		go func() { localnet <- enableLocalnet(ips) }()
+	} else {
+		localnet <- nil
+	}
+	localnetWaited := false
+	waitLocalnet := func() error {
+		if localnetWaited {
+			return nil
+		}
+		localnetWaited = true
+		if err := <-localnet; err != nil {
 			return cni.Wrap(cni.CodeKernel, err, "%s: localhost access", plugin)
 		}
+		return nil
 	}
+	// Every return waits: nothing of this ADD may run after it returns.
+	defer func() { _ = waitLocalnet() }()
 	committed := false
 	if hasDynamic(maps) {
 		// hostPort 0: choose and record under the host's lock. The
@@ -113,6 +134,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := pm.AddPorts(p); err != nil {
 		return cni.Wrap(cni.CodeKernel, err, "%s: publishing %s", plugin, firewall.MappingsString(maps))
 	}
+	tr.Mark("ports")
 	crashpoint.Hit("portmap.add.ports")
 	defer func() {
 		if !committed {
@@ -122,6 +144,11 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := firewall.FlushUDPConntrack(p); err != nil {
 		return cni.Wrap(cni.CodeKernel, err, plugin)
 	}
+	tr.Mark("conntrack")
+	if err := waitLocalnet(); err != nil {
+		return err
+	}
+	tr.Mark("localnet-wait")
 	if err := cni.Print(prev, conf.CNIVersion); err != nil {
 		return cni.Wrap(cni.CodeIOFailure, err, plugin)
 	}

@@ -32,7 +32,7 @@ func (c *Client) Notify(req Request, start bool) error {
 		return fmt.Errorf("dns sidecar: %w", err)
 	}
 	hc := &hostd.Client[Request]{
-		Dir:     c.dir(),
+		Dir:     c.Dir(),
 		Binary:  Binary,
 		Env:     []string{ConfigEnv + "=" + string(cfg)},
 		LogFile: c.LogFile,

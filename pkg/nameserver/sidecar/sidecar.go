@@ -38,9 +38,9 @@ type Config struct {
 	ResolvConf string `json:"resolvConf,omitempty"`
 }
 
-// dir is the sidecar's hostd state directory: control.sock, start.lock,
+// Dir is the sidecar's hostd state directory: control.sock, start.lock,
 // sidecar.pid and sidecar.lock in DataDir.
-func (c Config) dir() hostd.Dir { return hostd.Dir{Path: c.DataDir, Name: "sidecar"} }
+func (c Config) Dir() hostd.Dir { return hostd.Dir{Path: c.DataDir, Name: "sidecar"} }
 
 // Request is one change, sent as one JSON line on the control socket (and
 // on the sidecar's stdin at startup). The reply is one line: "ok",

@@ -1,4 +1,4 @@
-package sidecar
+package daemon
 
 // Names other hosts register: for a network whose registry is etcd, the
 // sidecar follows the network's keys itself (etcdstore's Watch), so that a
@@ -18,6 +18,7 @@ import (
 
 	"github.com/berthnet/berth/internal/hostd"
 	"github.com/berthnet/berth/pkg/nameserver"
+	"github.com/berthnet/berth/pkg/nameserver/sidecar"
 	"github.com/berthnet/berth/pkg/registry"
 	"github.com/berthnet/berth/pkg/registry/etcdstore"
 )
@@ -119,11 +120,11 @@ func (s *server) resync(w *watch, src *etcdstore.Etcd) error {
 	for _, e := range entries {
 		// A snapshot's entries come without their keys: only an entry's
 		// own key can have held it.
-		if err := CheckRemote(e, w.network, registry.EntryName(e.ContainerID, e.IfName)); err != nil {
+		if err := sidecar.CheckRemote(e, w.network, registry.EntryName(e.ContainerID, e.IfName)); err != nil {
 			s.log.Printf("etcd watch of %s: ignoring an entry: %v", w.network, err)
 			continue
 		}
-		n, rec := FromEntry(e, s.self)
+		n, rec := sidecar.FromEntry(e, s.self)
 		if rec.Remote {
 			fresh[rec.Key] = rec
 			w.net = n
@@ -158,11 +159,11 @@ func (s *server) applyEvent(w *watch, ev etcdstore.Event) {
 		}
 		return
 	}
-	if err := CheckRemote(ev.Entry, w.network, ev.Key); err != nil {
+	if err := sidecar.CheckRemote(ev.Entry, w.network, ev.Key); err != nil {
 		s.log.Printf("etcd watch of %s: ignoring %s: %v", w.network, ev.Key, err)
 		return
 	}
-	n, rec := FromEntry(ev.Entry, s.self)
+	n, rec := sidecar.FromEntry(ev.Entry, s.self)
 	if !rec.Remote {
 		return // ours: the plugin told us already, synchronously
 	}

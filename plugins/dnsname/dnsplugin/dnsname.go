@@ -1,4 +1,12 @@
-package main
+// Package dnsplugin is the dnsname plugin's logic, shared by its two
+// binaries: dnsname (plugins/dnsname), which keeps names in local files,
+// and dnsname-etcd (cmd/dnsname-etcd), the same plugin with the etcd
+// registry linked in. They are two because linking the etcd client (gRPC,
+// protobuf) costs every process start ~2-3 ms of package init and a
+// three times larger binary, whether or not the config uses etcd: dnsname
+// runs in every Podman ADD and DEL, etcd networks are the rare case, so
+// dnsname hands a config with the etcd backend to dnsname-etcd (execRegistry).
+package dnsplugin
 
 import (
 	"context"
@@ -17,14 +25,26 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/berthnet/berth/internal/crashpoint"
+	"github.com/berthnet/berth/internal/steptrace"
 	"github.com/berthnet/berth/pkg/cni"
 	"github.com/berthnet/berth/pkg/link"
 	"github.com/berthnet/berth/pkg/nameserver/sidecar"
 	"github.com/berthnet/berth/pkg/registry"
-	"github.com/berthnet/berth/pkg/registry/etcdstore"
 )
 
 const plugin = "dnsname"
+
+// About is the plugin's VERSION line.
+const About = "berth dnsname: container names on user-defined networks, with a DNS sidecar"
+
+// Funcs are the plugin's commands, for skel.PluginMainFuncs.
+func Funcs() skel.CNIFuncs {
+	return skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, GC: cmdGC, Status: cmdStatus}
+}
+
+// OpenEtcd opens the etcd registry; nil in a binary that does not link the
+// etcd client (dnsname), which then runs EtcdBinary for such a config.
+var OpenEtcd func(*registry.Config) (registry.Store, error)
 
 // DefaultDataDir holds the registry, the sidecar's socket, pid and log. It
 // is under /run: names must not outlive a reboot.
@@ -160,11 +180,17 @@ func parseUpstream(s string) (netip.AddrPort, error) {
 	return ap, nil
 }
 
-func openRegistry(c *NetConf) (registry.Store, error) {
+// openRegistry opens c's registry. For the etcd backend in a binary
+// without the etcd client it does not return on success: the process
+// becomes EtcdBinary, given the same command and stdin.
+func openRegistry(c *NetConf, stdin []byte) (registry.Store, error) {
 	var s registry.Store
 	var err error
 	if c.Registry.Backend == registry.BackendEtcd {
-		s, err = etcdstore.OpenConfig(c.Registry)
+		if OpenEtcd == nil {
+			return nil, execRegistry(stdin)
+		}
+		s, err = OpenEtcd(c.Registry)
 	} else {
 		s, err = registry.OpenFiles(c.Registry.Dir)
 	}
@@ -224,6 +250,8 @@ func buildEntry(c *NetConf, args *skel.CmdArgs, prev *current.Result) (*registry
 }
 
 func cmdAdd(args *skel.CmdArgs) error {
+	tr := steptrace.Start(plugin + " ADD")
+	defer tr.Done()
 	c, err := loadConf(args.StdinData, false)
 	if err != nil {
 		return err
@@ -247,17 +275,20 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	store, err := openRegistry(c)
+	tr.Mark("conf")
+	store, err := openRegistry(c, args.StdinData)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)
 	defer cancel()
+	tr.Mark("open")
 
 	if err := store.Put(ctx, e); err != nil {
 		return cni.Wrap(cni.CodeIOFailure, err, "%s: registering %s", plugin, args.ContainerID)
 	}
+	tr.Mark("put")
 	crashpoint.Hit("dnsname.add.registered")
 	committed := false
 	defer func() {
@@ -272,6 +303,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := c.client(store).Notify(c.put(e), true); err != nil {
 		return cni.Wrap(cni.CodeTryAgain, err, "%s: dns server", plugin)
 	}
+	tr.Mark("notify")
 	crashpoint.Hit("dnsname.add.notified")
 
 	res := prev
@@ -289,6 +321,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := registry.RecordAttachment(c.AttachmentsDir, c.Name, args, res); err != nil {
 		return cni.Wrap(cni.CodeIOFailure, err, "%s: recording the attachment", plugin)
 	}
+	tr.Mark("record")
 	committed = true
 	return cni.Print(res, c.CNIVersion)
 }
@@ -316,7 +349,7 @@ func cmdDel(args *skel.CmdArgs) error {
 		// Nothing can have been registered under such a key.
 		return nil
 	}
-	store, err := openRegistry(c)
+	store, err := openRegistry(c, args.StdinData)
 	if err != nil {
 		return err
 	}
@@ -346,7 +379,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	store, err := openRegistry(c)
+	store, err := openRegistry(c, args.StdinData)
 	if err != nil {
 		return err
 	}
@@ -420,7 +453,7 @@ func cmdGC(args *skel.CmdArgs) error {
 		return err
 	}
 	valid := cni.ValidSet(gc.ValidAttachments)
-	store, err := openRegistry(c)
+	store, err := openRegistry(c, args.StdinData)
 	if err != nil {
 		return err
 	}
@@ -458,9 +491,9 @@ func cmdStatus(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	store, err := openRegistry(c)
+	store, err := openRegistry(c, args.StdinData)
 	if err != nil {
-		return cni.Wrap(cni.CodePluginNotAvailable, err, "%s", plugin)
+		return err // a CNI error naming the plugin already
 	}
 	defer store.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)

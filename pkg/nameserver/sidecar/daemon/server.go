@@ -1,4 +1,9 @@
-package sidecar
+// Package daemon is the dnsname sidecar's server side: the process
+// cmd/dnsname-sidecar runs. It is apart from package sidecar (the
+// requests and the client the plugin uses) because it follows etcd, and a
+// binary that links the etcd client pays ~2-3 ms of package init (gRPC,
+// protobuf) at every start: the dnsname plugin must not link it.
+package daemon
 
 // The sidecar: one DNS server per host (per data directory), serving every
 // network's gateway address. One per host rather than one per network
@@ -23,6 +28,7 @@ import (
 
 	"github.com/berthnet/berth/internal/hostd"
 	"github.com/berthnet/berth/pkg/nameserver"
+	"github.com/berthnet/berth/pkg/nameserver/sidecar"
 	"github.com/berthnet/berth/pkg/registry"
 )
 
@@ -30,8 +36,8 @@ import (
 // starts it with ConfigEnv set, the registry's contents as requests on
 // stdin and a readiness pipe on fd 3.
 func Main() int {
-	var c Config
-	logger, closeLog, err := hostd.Startup(ConfigEnv, Binary, "the DNS server the dnsname plugin starts", &c, func() string { return c.LogFile })
+	var c sidecar.Config
+	logger, closeLog, err := hostd.Startup(sidecar.ConfigEnv, sidecar.Binary, "the DNS server the dnsname plugin starts", &c, func() string { return c.LogFile })
 	if err != nil {
 		return 1
 	}
@@ -52,7 +58,7 @@ func Main() int {
 }
 
 type server struct {
-	cfg      Config
+	cfg      sidecar.Config
 	log      *log.Logger
 	table    *nameserver.Table
 	server   *nameserver.Server
@@ -69,7 +75,7 @@ type server struct {
 	exiting  bool
 }
 
-func newServer(c Config, logger *log.Logger, state io.Reader) (*server, error) {
+func newServer(c sidecar.Config, logger *log.Logger, state io.Reader) (*server, error) {
 	s := &server{cfg: c, log: logger, table: nameserver.NewTable(), watches: map[string]*watch{}, progress: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	var err error
@@ -84,7 +90,7 @@ func newServer(c Config, logger *log.Logger, state io.Reader) (*server, error) {
 	}()
 	// A new sidecar started while an old one is exiting waits here until
 	// the old one is gone.
-	if s.daemon, err = hostd.Lock(c.dir(), logger); err != nil {
+	if s.daemon, err = hostd.Lock(c.Dir(), logger); err != nil {
 		return nil, err
 	}
 	s.resolver = &nameserver.Resolver{Table: s.table, Forwarder: &nameserver.Forwarder{}, ErrorLog: logger}
@@ -105,7 +111,7 @@ func newServer(c Config, logger *log.Logger, state io.Reader) (*server, error) {
 	// plugin that started us streams it here.
 	dec := json.NewDecoder(state)
 	for {
-		var req Request
+		var req sidecar.Request
 		if err := dec.Decode(&req); err == io.EOF {
 			break
 		} else if err != nil {
@@ -143,11 +149,11 @@ func (s *server) run() int {
 
 // handle applies one control request (a hostd.Handler).
 func (s *server) handle(line []byte) error {
-	var req Request
+	var req sidecar.Request
 	if err := json.Unmarshal(line, &req); err != nil {
 		return fmt.Errorf("bad request: %w", err)
 	}
-	if req.Op == OpSync {
+	if req.Op == sidecar.OpSync {
 		// Not under s.mu: the watches need it to make progress.
 		if err := s.waitApplied(req.Network.Name, req.Revision); err != nil {
 			return fmt.Errorf("sync: %w", err)
@@ -179,18 +185,18 @@ func (s *server) handle(line []byte) error {
 }
 
 // apply changes the table; called with s.mu held.
-func (s *server) apply(req Request) error {
+func (s *server) apply(req sidecar.Request) error {
 	w := s.watches[req.Network.Name]
-	if w == nil && req.Registry != nil && req.Registry.Backend == registry.BackendEtcd && (req.Op == OpPut || req.Op == OpReplace) {
+	if w == nil && req.Registry != nil && req.Registry.Backend == registry.BackendEtcd && (req.Op == sidecar.OpPut || req.Op == sidecar.OpReplace) {
 		w = s.follow(req.Network, req.Registry, req.Records)
-		if req.Op == OpReplace {
+		if req.Op == sidecar.OpReplace {
 			// The watch's initial state is this request's remote records.
 			s.table.ReplaceNetwork(req.Network, req.Records)
 			return nil
 		}
 	}
 	switch req.Op {
-	case OpPut:
+	case sidecar.OpPut:
 		if req.Record == nil {
 			return fmt.Errorf("put without a record")
 		}
@@ -198,12 +204,12 @@ func (s *server) apply(req Request) error {
 			return nil // the watch has it, in etcd's order
 		}
 		s.table.Set(req.Network, *req.Record)
-	case OpDel:
+	case sidecar.OpDel:
 		s.table.Remove(req.Network.Name, req.Key)
 		if w != nil {
 			delete(w.remote, req.Key)
 		}
-	case OpReplace:
+	case sidecar.OpReplace:
 		recs := req.Records
 		if w != nil {
 			recs = w.withRemote(recs)
@@ -217,14 +223,14 @@ func (s *server) apply(req Request) error {
 
 // listen brings the listeners in line with the table and, for a put,
 // checks that the record's gateways are served before the plugin returns.
-func (s *server) listen(req Request) error {
+func (s *server) listen(req sidecar.Request) error {
 	if s.table.LocalLen() == 0 {
 		return nil // about to exit
 	}
 	if err := s.server.Listen(s.table.Gateways()); err != nil {
 		return err
 	}
-	if req.Op != OpPut {
+	if req.Op != sidecar.OpPut {
 		return nil
 	}
 	have := map[netip.Addr]bool{}

@@ -1,4 +1,4 @@
-package main
+package dnsplugin
 
 // Glue between the registry and the DNS sidecar (pkg/nameserver/sidecar):
 // the plugin has the registry open, so it is the one that turns entries

@@ -1,4 +1,4 @@
-package sidecar
+package daemon
 
 import (
 	"encoding/json"
@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/berthnet/berth/pkg/nameserver"
+	"github.com/berthnet/berth/pkg/nameserver/sidecar"
 	"github.com/berthnet/berth/pkg/registry"
 	"github.com/berthnet/berth/pkg/registry/etcdstore"
 )
@@ -27,8 +28,8 @@ func FuzzRemoteEntry(f *testing.F) {
 		w := &watch{network: "net1", remote: map[string]nameserver.Record{}}
 		s.applyEvent(w, etcdstore.Event{Revision: 1, Key: key, Entry: &e})
 		if s.table.Len() > 0 {
-			if err := CheckRemote(&e, "net1", key); err != nil {
-				t.Fatalf("served an entry CheckRemote refuses: %v", err)
+			if err := sidecar.CheckRemote(&e, "net1", key); err != nil {
+				t.Fatalf("served an entry sidecar.CheckRemote refuses: %v", err)
 			}
 		}
 		s.applyEvent(w, etcdstore.Event{Revision: 2, Key: key})

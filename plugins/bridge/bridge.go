@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -264,6 +265,8 @@ func masqFor(conf *NetConf, args *skel.CmdArgs, ips []*current.IPConfig) firewal
 }
 
 func cmdDel(args *skel.CmdArgs) error {
+	tr := steptrace.Start(plugin + " DEL")
+	defer tr.Done()
 	conf, err := loadConf(args.StdinData)
 	if err != nil {
 		return err
@@ -272,11 +275,16 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	tr.Mark("conf")
 
 	// The attachment's registry entry goes alongside the teardown.
 	forgetDone := make(chan error, 1)
-	go func() { forgetDone <- registry.ForgetAttachment(conf.AttachmentsDir, conf.Name, args) }()
-	tearErr := teardown(conf, args, prev, ipamFor(conf, args).Del)
+	go func() {
+		start := time.Now()
+		forgetDone <- registry.ForgetAttachment(conf.AttachmentsDir, conf.Name, args)
+		tr.Span("record", time.Since(start))
+	}()
+	tearErr := teardown(tr, conf, args, prev, ipamFor(conf, args).Del)
 	crashpoint.Hit("bridge.del.teardown")
 	if err := <-forgetDone; err != nil && tearErr == nil {
 		return cni.Wrap(cni.CodeIOFailure, err, "%s: forgetting the attachment", plugin)
@@ -288,7 +296,7 @@ func cmdDel(args *skel.CmdArgs) error {
 // whatever is left of them, and then releases its addresses with release.
 // Every step is idempotent, so a DEL that fails half way is simply retried
 // by the runtime.
-func teardown(conf *NetConf, args *skel.CmdArgs, prev *current.Result, release func() error) error {
+func teardown(tr *steptrace.Trace, conf *NetConf, args *skel.CmdArgs, prev *current.Result, release func() error) error {
 	var ips []*net.IPNet
 	if prev != nil {
 		for _, ipc := range prev.IPs {
@@ -325,15 +333,21 @@ func teardown(conf *NetConf, args *skel.CmdArgs, prev *current.Result, release f
 	// addresses. Not before: an address released first can be handed to a
 	// new container whose masquerade element (same key) this DEL could
 	// still be removing.
+	tr.Mark("netns")
 	masqDone := make(chan error, 1)
 	go func() {
+		start := time.Now()
 		err := delMasq(conf, args, ips)
+		tr.Span("masq", time.Since(start))
 		if err == nil {
+			start = time.Now()
 			err = release()
+			tr.Span("ipam", time.Since(start))
 		}
 		masqDone <- err
 	}()
 	linkErr := delVeth(host, cont, args)
+	tr.Mark("veth")
 	if err := <-masqDone; err != nil && linkErr == nil {
 		return err
 	}

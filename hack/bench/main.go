@@ -10,6 +10,7 @@
 //	go run ./hack/bench -n 100 -join                   # container-mode: N joins of one attached target
 //	go run ./hack/bench -n 100 -macvlan -ref /tmp/ref   # macvlan + host-local on a veth parent
 //	go run ./hack/bench -n 50 -podman -ref /tmp/ref     # bridge+portmap+firewall+tuning+dnsname (ref: the first four)
+//	go run ./hack/bench -n 50 -podman -lone -ref /tmp/ref  # each container alone on the network (podman run --rm)
 //
 // Every sequential run also prints the floor (a no-op Go binary started
 // beside each container, same run) and each plugin's median alone (the
@@ -47,6 +48,7 @@ func main() {
 	parallel := flag.Int("parallel", 1, "concurrent ADDs (then DELs); >1 reports throughput")
 	join := flag.Bool("join", false, "container-mode: attach one target through the chain, then measure N containers joining it (berth only)")
 	macvlan := flag.Bool("macvlan", false, "chain macvlan + host-local (on a veth parent in the bench's host namespace) instead of bridge")
+	lone := flag.Bool("lone", false, "each container alone on its network: ADD then DEL before the next (podman run --rm on a network nobody else uses: the network's own state is built and removed every time)")
 	podman := flag.Bool("podman", false, "Podman's chain: bridge + portmap + firewall + tuning + dnsname (plugins missing from a -ref dir are left out of its chain)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
@@ -62,7 +64,7 @@ func main() {
 	if *podman {
 		*portmap = true
 	}
-	b := &bench{n: *n, podman: *podman, portmap: *portmap, masq: *masq, dynPorts: *dynPorts, join: *join, macvlan: *macvlan, prefix: fmt.Sprintf("bb%d", os.Getpid()%100000)}
+	b := &bench{n: *n, lone: *lone, podman: *podman, portmap: *portmap, masq: *masq, dynPorts: *dynPorts, join: *join, macvlan: *macvlan, prefix: fmt.Sprintf("bb%d", os.Getpid()%100000)}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() {
@@ -92,6 +94,7 @@ type bench struct {
 	join     bool
 	macvlan  bool
 	podman   bool
+	lone     bool
 	prefix   string
 	floor    *floor
 	// vethFloor, for chains with a veth (not -join, not -macvlan).
@@ -160,6 +163,25 @@ func (b *bench) run(berth, ref string, parallel int) error {
 	}
 	if parallel > 1 {
 		return b.runParallel(parallel)
+	}
+	if b.lone {
+		for i := 0; i < b.n; i++ {
+			for _, im := range b.impls {
+				if err := im.doAdd(b, i); err != nil {
+					return err
+				}
+				if err := im.doDel(i); err != nil {
+					return err
+				}
+			}
+			b.floor.sample()
+			if b.vethFloor != nil {
+				b.vethFloor.sample()
+			}
+		}
+		b.report()
+		b.reportBreakdown()
+		return nil
 	}
 	// Interleaved: container i of each implementation back to back, so
 	// both see the same machine load.

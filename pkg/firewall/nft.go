@@ -275,6 +275,17 @@ func addLooked(c *nftables.Conn, s *nftables.Set, tg string, el nftables.SetElem
 // so concurrent first ADDs still converge on one copy. One dump of one
 // small chain, never of a set.
 func chainHolds(c *nftables.Conn, t *nftables.Table, chain string, n int) bool {
+	if n == 0 {
+		// A rules dump filtered by a missing chain is empty, not an
+		// error: an empty chain must be asked for by name (one GET).
+		// Taking a missing reference chain for an empty one made the
+		// first ADD on a network commit a jump to nothing, fail with
+		// ENOENT, and pay the aborted transaction's grace period (13 ms)
+		// before retrying: every container alone on its network paid it.
+		if _, err := c.ListChain(&nftables.Table{Name: t.Name, Family: t.Family}, chain); err != nil {
+			return false
+		}
+	}
 	rules, err := c.GetRules(&nftables.Table{Name: t.Name, Family: t.Family}, &nftables.Chain{Name: chain, Table: t})
 	return err == nil && len(rules) == n
 }

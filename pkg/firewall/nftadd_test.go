@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 )
 
 // TestAddDeletesNothing: once a network has an attachment, another
@@ -144,6 +145,45 @@ func TestAddTakesOverLeftover(t *testing.T) {
 		got, found, err := elementComment(nil, keyed{portsMap(nftTable(), v4, false), e.dnat.Key})
 		if want := tag(p0.Network, p0.ContainerID, p0.IfName); err != nil || !found || got != want {
 			t.Errorf("host port: comment %q, found %v, %v; want %q kept", got, found, err, want)
+		}
+	})
+}
+
+// TestChainHolds: a missing chain never "holds" n rules, n = 0 included. A
+// rules dump filtered by a missing chain is empty, so an empty reference
+// chain and a missing one looked alike: the first ADD on a network skipped
+// creating it, its jump failed the transaction, and the retry came after
+// the aborted transaction's grace period. (Failed before: true for the
+// missing chain.)
+func TestChainHolds(t *testing.T) {
+	inNS(t, func() {
+		c, err := newConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tab := nftTable()
+		c.AddTable(tab)
+		c.AddChain(&nftables.Chain{Name: "empty", Table: tab})
+		one := c.AddChain(&nftables.Chain{Name: "one", Table: tab})
+		c.AddRule(&nftables.Rule{Table: tab, Chain: one, Exprs: []expr.Any{&expr.Counter{}}})
+		if err := c.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		for _, tt := range []struct {
+			chain string
+			n     int
+			want  bool
+		}{
+			{"missing", 0, false},
+			{"missing", 1, false},
+			{"empty", 0, true},
+			{"empty", 1, false},
+			{"one", 1, true},
+			{"one", 0, false},
+		} {
+			if got := chainHolds(c, tab, tt.chain, tt.n); got != tt.want {
+				t.Errorf("chainHolds(%s, %d) = %v, want %v", tt.chain, tt.n, got, tt.want)
+			}
 		}
 	})
 }

@@ -308,3 +308,33 @@ func TestBadInput(t *testing.T) {
 func dnsField(k string, v any) func(map[string]any) {
 	return func(m map[string]any) { m["plugins"].([]any)[1].(map[string]any)[k] = v }
 }
+
+// TestSidecarLingers: after the last DEL nothing answers at once, but the
+// sidecar process stays for a moment, so a container right after (podman
+// run --rm, one after another) finds it running instead of starting it
+// again; with no new name it exits within a second or so.
+func TestSidecarLingers(t *testing.T) {
+	e := newEnv(t)
+	list := e.network("appnet", 1)
+	a := e.attach(list, "alpha")
+	pid := e.sidecarPID()
+	fd := pidfd(t, pid)
+	e.del(list, a)
+	if _, err := e.Host.Exec("nc", "-z", "-w", "1", "10.89.1.1", "53"); err == nil {
+		t.Fatal("something still listens on 10.89.1.1:53 right after the last DEL")
+	}
+	b := e.attach(list, "beta")
+	if got := e.sidecarPID(); got != pid {
+		t.Errorf("sidecar pid %d after a container right after the last DEL, want the lingering %d", got, pid)
+	}
+	if got := b.lookup(t, "udp", "beta", dns.TypeA); got != "NOERROR "+b.ip(t, "4") {
+		t.Fatalf("beta on the lingering sidecar: got %q", got)
+	}
+	if got := b.lookup(t, "udp", "alpha", dns.TypeA); got != "NXDOMAIN" {
+		t.Fatalf("alpha after its DEL: got %q", got)
+	}
+	e.del(list, b)
+	if err := waitExit(fd, 3*time.Second); err != nil {
+		t.Fatalf("sidecar %d 3 s after the last DEL: %v", pid, err)
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -73,6 +74,7 @@ type server struct {
 	watches  map[string]*watch
 	progress chan struct{} // closed and replaced when a watch applies a revision
 	exiting  bool
+	idle     int // bumped each time the last name goes: a linger timer acts only on its own
 }
 
 func newServer(c sidecar.Config, logger *log.Logger, state io.Reader) (*server, error) {
@@ -175,14 +177,34 @@ func (s *server) handle(line []byte) error {
 	}
 	if s.table.LocalLen() == 0 {
 		// The last name of the last network is gone (names of other
-		// hosts' containers serve nobody here): leave nothing running. The
-		// listeners close before the reply, so when DEL returns nothing
-		// answers any more.
-		s.log.Print("no names left: exiting")
-		s.shutdown()
+		// hosts' containers serve nobody here). The listeners close
+		// before the reply, so when DEL returns nothing answers any
+		// more; the process stays for linger in case a name comes back
+		// (podman run --rm, one container after another on a network of
+		// its own: starting the sidecar again cost each ADD 7-10 ms),
+		// and then leaves nothing running.
+		if err := s.server.Listen(nil); err != nil {
+			s.log.Printf("closing the listeners: %v", err)
+		}
+		s.idle++
+		gen := s.idle
+		s.log.Printf("no names left: exiting unless one comes within %v", linger)
+		time.AfterFunc(linger, func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.idle == gen && s.table.LocalLen() == 0 {
+				s.log.Print("no names left: exiting")
+				s.shutdown()
+			}
+		})
 	}
 	return nil
 }
+
+// linger is how long the sidecar outlives its last name: long enough for
+// an engine's next container, short enough that nothing is left running a
+// second after the last DEL.
+const linger = 800 * time.Millisecond
 
 // apply changes the table; called with s.mu held.
 func (s *server) apply(req sidecar.Request) error {

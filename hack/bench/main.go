@@ -164,44 +164,32 @@ func (b *bench) run(berth, ref string, parallel int) error {
 	if parallel > 1 {
 		return b.runParallel(parallel)
 	}
+	// Interleaved: container i of each implementation back to back, so
+	// both see the same machine load. All ADDs, then all DELs; with -lone
+	// each container's DEL right after its ADD.
+	type phase struct {
+		ops     []func(*impl, int) error
+		deletes bool // the veth floor is sampled beside DELs
+	}
+	add := func(im *impl, i int) error { return im.doAdd(b, i) }
+	del := func(im *impl, i int) error { return im.doDel(i) }
+	phases := []phase{{ops: []func(*impl, int) error{add}}, {ops: []func(*impl, int) error{del}, deletes: true}}
 	if b.lone {
+		phases = []phase{{ops: []func(*impl, int) error{add, del}, deletes: true}}
+	}
+	for _, ph := range phases {
 		for i := 0; i < b.n; i++ {
 			for _, im := range b.impls {
-				if err := im.doAdd(b, i); err != nil {
-					return err
-				}
-				if err := im.doDel(i); err != nil {
-					return err
+				for _, op := range ph.ops {
+					if err := op(im, i); err != nil {
+						return err
+					}
 				}
 			}
 			b.floor.sample()
-			if b.vethFloor != nil {
+			if ph.deletes && b.vethFloor != nil {
 				b.vethFloor.sample()
 			}
-		}
-		b.report()
-		b.reportBreakdown()
-		return nil
-	}
-	// Interleaved: container i of each implementation back to back, so
-	// both see the same machine load.
-	for i := 0; i < b.n; i++ {
-		for _, im := range b.impls {
-			if err := im.doAdd(b, i); err != nil {
-				return err
-			}
-		}
-		b.floor.sample()
-	}
-	for i := 0; i < b.n; i++ {
-		for _, im := range b.impls {
-			if err := im.doDel(i); err != nil {
-				return err
-			}
-		}
-		b.floor.sample()
-		if b.vethFloor != nil {
-			b.vethFloor.sample()
 		}
 	}
 	b.report()

@@ -39,12 +39,8 @@ func (p Published) OwnedBy(network, containerID, ifName string) bool {
 // calling thread's namespace. No table is no port, not an error. Reading
 // nftables needs CAP_NET_ADMIN.
 func ListPublished() ([]Published, error) {
-	c, err := newConn()
-	if err != nil {
-		return nil, err
-	}
-	ok, err := tableExists(c)
-	if err != nil || !ok {
+	c, err := tableConn()
+	if err != nil || c == nil {
 		return nil, err
 	}
 	var out []Published

@@ -105,6 +105,20 @@ func isNotExist(err error) bool {
 		(err != nil && strings.Contains(err.Error(), "no such file or directory"))
 }
 
+// tableConn returns a connection when berth's table exists, nil when it
+// does not: DEL, GC and listing then have nothing to do and create nothing.
+func tableConn() (*nftables.Conn, error) {
+	c, err := newConn()
+	if err != nil {
+		return nil, err
+	}
+	ok, err := tableExists(c)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return c, nil
+}
+
 // tableExists asks the kernel for the table alone (one small GET, not a dump
 // of the ruleset), so DEL without a prior ADD creates nothing.
 func tableExists(c *nftables.Conn) (bool, error) {

@@ -187,12 +187,8 @@ func dumpElements(c *nftables.Conn, s *nftables.Set) ([]nftables.SetElement, err
 // same key, and a late or repeated DEL must leave that one alone. Without
 // the table there is nothing to do, and nothing is created.
 func delElements(sets []*nftables.Set, tg string) error {
-	c, err := newConn()
-	if err != nil {
-		return err
-	}
-	ok, err := tableExists(c)
-	if err != nil || !ok {
+	c, err := tableConn()
+	if err != nil || c == nil {
 		return err
 	}
 	return deleteTagged(c, sets, func(s string) bool { return s == tg })
@@ -345,12 +341,8 @@ func (m nftMasq) CheckMasq(ms Masq) error {
 }
 
 func (m nftMasq) GCMasq(network string, valid map[cni.Attachment]bool) error {
-	c, err := newConn()
-	if err != nil {
-		return err
-	}
-	ok, err := tableExists(c)
-	if err != nil || !ok {
+	c, err := tableConn()
+	if err != nil || c == nil {
 		return err
 	}
 	keep := validTags(network, valid)

@@ -178,12 +178,8 @@ func (np nftPorts) delKnown(tgts []target, tg string) error {
 // went in between (a concurrent DEL). Without the table there is nothing
 // to do, and nothing is created.
 func (nftPorts) release(drop func(string) bool) error {
-	c, err := newConn()
-	if err != nil {
-		return err
-	}
-	ok, err := tableExists(c)
-	if err != nil || !ok {
+	c, err := tableConn()
+	if err != nil || c == nil {
 		return err
 	}
 	for attempt := 0; ; attempt++ {

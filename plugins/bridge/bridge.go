@@ -14,6 +14,7 @@ import (
 
 	"github.com/berthnet/berth/internal/crashpoint"
 	"github.com/berthnet/berth/internal/steptrace"
+	"github.com/berthnet/berth/pkg/addtx"
 	"github.com/berthnet/berth/pkg/cni"
 	"github.com/berthnet/berth/pkg/firewall"
 	"github.com/berthnet/berth/pkg/link"
@@ -36,70 +37,16 @@ func cmdAdd(args *skel.CmdArgs) error {
 	}
 
 	tr.Mark("conf")
-	host, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	tx, err := addtx.Begin(plugin, args)
 	if err != nil {
-		return cni.Errorf(cni.CodeKernel, "%s: netlink: %v", plugin, err)
+		return err
 	}
-	defer host.Close()
-	cont, err := link.OpenNS(args.Netns)
-	if err != nil {
-		return cni.Errorf(cni.CodeInvalidNetNS, "%s: CNI_NETNS: %v", plugin, err)
-	}
-	defer cont.Close()
-	// Handles are closed after the undo list below has run (defers are LIFO).
-
-	// An interface already there is a live attachment (a runtime retrying
-	// an ADD after a timeout): fail before IPAM, which would hand back the
-	// attachment's own reservation, and so before any undo could touch it.
-	if _, err := cont.Handle.LinkByName(args.IfName); err == nil {
-		return cni.Errorf(cni.CodeConflict, "%s: interface %s already exists in %s", plugin, args.IfName, args.Netns)
-	}
-
+	defer tx.End()
+	host, cont := tx.Host, tx.Cont
+	tr.Mark("handles")
 	// IPAM runs in the background, overlapping the netlink work on the
 	// bridge and veth instead of preceding it.
-	tr.Mark("handles")
-	ipd := ipamFor(conf, args)
-	ipamRun := ipd.Start()
-	var ipam *current.Result
-	ipamWaited := false
-	// Every step below registers its undo; committed turns them off.
-	committed := false
-	// liveTwin: a concurrent ADD of the same attachment made the
-	// interface. The reservation (keyed by container ID and ifname) is
-	// then the twin's too, whichever of the two made it.
-	liveTwin := false
-	var undo []func()
-	waitIPAM := func() error {
-		ipamWaited = true
-		res, err := ipamRun.Wait()
-		if err != nil {
-			return err
-		}
-		ipam = res
-		// Release only what this ADD reserved: a reservation the
-		// attachment already held is an earlier, maybe live, ADD's.
-		if ipamRun.Fresh() {
-			undo = append(undo, func() {
-				if !liveTwin {
-					cni.Undone(plugin, "releasing addresses", ipd.Del())
-				}
-			})
-		}
-		return nil
-	}
-	defer func() {
-		if committed {
-			return
-		}
-		if !ipamWaited {
-			// A step failed while IPAM was running: collect its answer so
-			// a reservation it made is released too.
-			_ = waitIPAM()
-		}
-		for i := len(undo) - 1; i >= 0; i-- {
-			undo[i]()
-		}
-	}()
+	tx.StartIPAM(ipamFor(conf, args))
 
 	br, err := link.EnsureBridge(host, conf.BrName, conf.MTU, conf.PromiscMode)
 	if err != nil {
@@ -110,14 +57,14 @@ func cmdAdd(args *skel.CmdArgs) error {
 	veth := link.Veth{Master: br, MTU: conf.MTU, PeerName: args.IfName, PeerMAC: conf.mac, PeerNS: cont, HostUp: true}
 	hostVeth, err := link.AddOwnedVeth(host, veth, args.ContainerID, args.IfName)
 	if errors.Is(err, link.ErrIfaceExists) {
-		liveTwin = true
-		return cni.Errorf(cni.CodeConflict, "%s: interface %s already exists in %s", plugin, args.IfName, args.Netns)
+		tx.MarkLiveTwin()
+		return addtx.Conflict(plugin, args)
 	}
 	if err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
 	}
 	hostName := hostVeth.Attrs().Name
-	undo = append(undo, func() { cni.Undone(plugin, "deleting "+hostName, link.DelLink(host, hostName)) })
+	tx.Undo(func() { cni.Undone(plugin, "deleting "+hostName, link.DelLink(host, hostName)) })
 	crashpoint.Hit("bridge.add.veth")
 	if conf.HairpinMode {
 		if err := host.LinkSetHairpin(hostVeth, true); err != nil {
@@ -126,7 +73,8 @@ func cmdAdd(args *skel.CmdArgs) error {
 	}
 
 	tr.Mark("veth")
-	if err := waitIPAM(); err != nil {
+	ipam, err := tx.WaitIPAM()
+	if err != nil {
 		return err
 	}
 	tr.Mark("ipam-wait")
@@ -172,7 +120,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		if err := fw.AddMasq(m); err != nil {
 			return cni.Errorf(cni.CodeKernel, "%s: ipMasq: %v", plugin, err)
 		}
-		undo = append(undo, func() { cni.Undone(plugin, "removing masquerade", fw.DelMasq(m)) })
+		tx.Undo(func() { cni.Undone(plugin, "removing masquerade", fw.DelMasq(m)) })
 		crashpoint.Hit("bridge.add.masq")
 	}
 	tr.Mark("masq")
@@ -189,9 +137,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := registry.RecordAttachment(conf.AttachmentsDir, conf.Name, args, result); err != nil {
 		return cni.Wrap(cni.CodeIOFailure, err, "%s: recording the attachment", plugin)
 	}
-	undo = append(undo, func() { _ = registry.ForgetAttachment(conf.AttachmentsDir, conf.Name, args) })
+	tx.Undo(func() { _ = registry.ForgetAttachment(conf.AttachmentsDir, conf.Name, args) })
 	tr.Mark("record")
-	committed = true
+	tx.Commit()
 	return cni.Print(result, conf.CNIVersion)
 }
 

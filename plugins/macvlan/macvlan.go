@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berthnet/berth/internal/crashpoint"
+	"github.com/berthnet/berth/pkg/addtx"
 	"github.com/berthnet/berth/pkg/cni"
 	"github.com/berthnet/berth/pkg/ipam"
 	"github.com/berthnet/berth/pkg/link"
@@ -44,65 +45,14 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := cni.SafeContainerID(args.ContainerID); err != nil {
 		return cni.Errorf(cni.CodeInvalidEnv, "%s: CNI_CONTAINERID: %v", plugin, err)
 	}
-	host, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	tx, err := addtx.Begin(plugin, args)
 	if err != nil {
-		return cni.Errorf(cni.CodeKernel, "%s: netlink: %v", plugin, err)
+		return err
 	}
-	defer host.Close()
-	cont, err := link.OpenNS(args.Netns)
-	if err != nil {
-		return cni.Errorf(cni.CodeInvalidNetNS, "%s: CNI_NETNS: %v", plugin, err)
-	}
-	defer cont.Close()
-
-	// An interface already there is a live attachment (a runtime retrying
-	// an ADD after a timeout): fail before IPAM, which would hand back the
-	// attachment's own reservation, and so before any undo could touch it.
-	if _, err := cont.Handle.LinkByName(args.IfName); err == nil {
-		return cni.Errorf(cni.CodeConflict, "%s: interface %s already exists in %s", plugin, args.IfName, args.Netns)
-	}
-
+	defer tx.End()
+	host, cont := tx.Host, tx.Cont
 	// IPAM runs in the background, overlapping the netlink work.
-	ipd := ipamFor(conf, args)
-	ipamRun := ipd.Start()
-	var ipamRes *current.Result
-	ipamWaited := false
-	committed := false
-	// liveTwin: a concurrent ADD of the same attachment made the
-	// interface. The reservation (keyed by container ID and ifname) is
-	// then the twin's too, whichever of the two made it.
-	liveTwin := false
-	var undo []func()
-	waitIPAM := func() error {
-		ipamWaited = true
-		res, err := ipamRun.Wait()
-		if err != nil {
-			return err
-		}
-		ipamRes = res
-		// Release only what this ADD reserved: a reservation the
-		// attachment already held is an earlier, maybe live, ADD's (a
-		// concurrent twin that made the interface first).
-		if ipamRun.Fresh() {
-			undo = append(undo, func() {
-				if !liveTwin {
-					cni.Undone(plugin, "releasing addresses", ipd.Del())
-				}
-			})
-		}
-		return nil
-	}
-	defer func() {
-		if committed {
-			return
-		}
-		if !ipamWaited {
-			_ = waitIPAM()
-		}
-		for i := len(undo) - 1; i >= 0; i-- {
-			undo[i]()
-		}
-	}()
+	tx.StartIPAM(ipamFor(conf, args))
 
 	masterNS := host
 	if conf.LinkInContainer {
@@ -110,7 +60,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	}
 	store := linkref.Store{Dir: conf.DataDir}
 	user := userOf(conf, args)
-	master, err := resolveMaster(conf, masterNS, store, user, &undo)
+	master, err := resolveMaster(conf, masterNS, store, user, tx.UndoList())
 	if err != nil {
 		return err
 	}
@@ -127,13 +77,14 @@ func cmdAdd(args *skel.CmdArgs) error {
 	contLink, err := link.AddMacvlan(mkIn, m)
 	if err != nil {
 		if _, lerr := cont.Handle.LinkByName(args.IfName); lerr == nil {
-			liveTwin = true
-			return cni.Errorf(cni.CodeConflict, "%s: interface %s already exists in %s", plugin, args.IfName, args.Netns)
+			tx.MarkLiveTwin()
+			return addtx.Conflict(plugin, args)
 		}
 		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
 	}
-	undo = append(undo, func() { _ = link.DelLink(cont.Handle, args.IfName) })
-	if err := waitIPAM(); err != nil {
+	tx.Undo(func() { _ = link.DelLink(cont.Handle, args.IfName) })
+	ipamRes, err := tx.WaitIPAM()
+	if err != nil {
 		return err
 	}
 	result := &current.Result{CNIVersion: current.ImplementedSpecVersion, IPs: ipamRes.IPs, Routes: ipamRes.Routes, DNS: ipamRes.DNS}
@@ -148,7 +99,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	}
 
 	if conf.HostAccess && !conf.LinkInContainer {
-		if err := addHostAccess(host, store, user, master, result.IPs, &undo); err != nil {
+		if err := addHostAccess(host, store, user, master, result.IPs, tx.UndoList()); err != nil {
 			return err
 		}
 	}
@@ -160,7 +111,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := registry.RecordAttachment(conf.AttachmentsDir, conf.Name, args, result); err != nil {
 		return cni.Wrap(cni.CodeIOFailure, err, "%s: recording the attachment", plugin)
 	}
-	committed = true
+	tx.Commit()
 	return cni.Print(result, conf.CNIVersion)
 }
 

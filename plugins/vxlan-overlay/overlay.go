@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/berthnet/berth/pkg/addtx"
 	"github.com/berthnet/berth/pkg/cni"
 	"github.com/berthnet/berth/pkg/firewall"
 	"github.com/berthnet/berth/pkg/ipam"
@@ -44,30 +45,12 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return cni.Errorf(cni.CodeInvalidEnv, "%s: CNI_CONTAINERID: %v", plugin, err)
 	}
 	key := registry.EntryName(args.ContainerID, args.IfName)
-	host, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	tx, err := addtx.Begin(plugin, args)
 	if err != nil {
-		return cni.Errorf(cni.CodeKernel, "%s: netlink: %v", plugin, err)
+		return err
 	}
-	defer host.Close()
-	cont, err := link.OpenNS(args.Netns)
-	if err != nil {
-		return cni.Errorf(cni.CodeInvalidNetNS, "%s: CNI_NETNS: %v", plugin, err)
-	}
-	defer cont.Close()
-	if _, err := cont.Handle.LinkByName(args.IfName); err == nil {
-		return cni.Errorf(cni.CodeConflict, "%s: interface %s already exists in %s", plugin, args.IfName, args.Netns)
-	}
-
-	committed := false
-	var undo []func()
-	defer func() {
-		if committed {
-			return
-		}
-		for i := len(undo) - 1; i >= 0; i-- {
-			undo[i]()
-		}
-	}()
+	defer tx.End()
+	host, cont := tx.Host, tx.Cont
 
 	// The VXLAN device and the bridge are the host's for this overlay,
 	// shared by its containers: never removed by an ADD's undo (nor by
@@ -102,30 +85,23 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
 	}
 
-	ipd := ipamFor(conf, args, lease.Subnet)
-	ipamRun := ipd.Start()
+	tx.StartIPAM(ipamFor(conf, args, lease.Subnet))
 	// The host end carries its owner (link.AddOwnedVeth): a link of
 	// someone else's under the derived name is never touched.
 	veth := link.Veth{Master: br, MTU: mtu, PeerName: args.IfName, PeerNS: cont, HostUp: true}
 	hostVeth, err := link.AddOwnedVeth(host, veth, args.ContainerID, args.IfName)
-	// liveTwin: a concurrent ADD of the same attachment made the
-	// interface; the reservation (keyed by container ID and ifname) is
-	// then the twin's too.
-	liveTwin := errors.Is(err, link.ErrIfaceExists)
-	res, ipamErr := ipamRun.Wait()
-	// Release only what this ADD reserved: a reservation the attachment
-	// already held is an earlier, maybe live, ADD's.
-	if ipamErr == nil && ipamRun.Fresh() && !liveTwin {
-		undo = append(undo, func() { cni.Undone(plugin, "releasing addresses", ipd.Del()) })
+	if errors.Is(err, link.ErrIfaceExists) {
+		tx.MarkLiveTwin()
 	}
-	if liveTwin {
-		return cni.Errorf(cni.CodeConflict, "%s: interface %s already exists in %s", plugin, args.IfName, args.Netns)
+	res, ipamErr := tx.WaitIPAM()
+	if errors.Is(err, link.ErrIfaceExists) {
+		return addtx.Conflict(plugin, args)
 	}
 	if err != nil {
 		return cni.Errorf(cni.CodeKernel, "%s: %v", plugin, err)
 	}
 	hostName := hostVeth.Attrs().Name
-	undo = append(undo, func() { cni.Undone(plugin, "deleting "+hostName, link.DelLink(host, hostName)) })
+	tx.Undo(func() { cni.Undone(plugin, "deleting "+hostName, link.DelLink(host, hostName)) })
 	if ipamErr != nil {
 		return ipamErr
 	}
@@ -150,14 +126,14 @@ func cmdAdd(args *skel.CmdArgs) error {
 		if err := fw.AddMasq(m); err != nil {
 			return cni.Errorf(cni.CodeKernel, "%s: ipMasq: %v", plugin, err)
 		}
-		undo = append(undo, func() { cni.Undone(plugin, "removing masquerade", fw.DelMasq(m)) })
+		tx.Undo(func() { cni.Undone(plugin, "removing masquerade", fw.DelMasq(m)) })
 	}
 
 	n := conf.network()
 	if err := overlay.SaveAttachment(conf.DataDir, n, key); err != nil {
 		return cni.Errorf(cni.CodeIOFailure, "%s: recording the attachment: %v", plugin, err)
 	}
-	undo = append(undo, func() {
+	tx.Undo(func() {
 		cni.Undone(plugin, "forgetting the attachment", overlay.RemoveAttachment(conf.DataDir, conf.Name, key))
 	})
 	if conf.Store.Type == overlay.StoreEtcd {
@@ -167,7 +143,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		if err := cl.Notify(overlay.Request{Op: overlay.OpAdd, Network: *n, Key: key}, true); err != nil {
 			return cni.Errorf(cni.CodePluginNotAvailable, "%s: %v", plugin, err)
 		}
-		undo = append(undo, func() {
+		tx.Undo(func() {
 			cni.Undone(plugin, "telling "+overlay.Binary, cl.Notify(overlay.Request{Op: overlay.OpDel, Network: overlay.Network{Name: conf.Name}, Key: key}, false))
 		})
 	}
@@ -184,7 +160,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := registry.RecordAttachment(conf.AttachmentsDir, conf.Name, args, result); err != nil {
 		return cni.Wrap(cni.CodeIOFailure, err, "%s: recording the attachment", plugin)
 	}
-	committed = true
+	tx.Commit()
 	return cni.Print(result, conf.CNIVersion)
 }
 

@@ -92,9 +92,6 @@ func cmdAdd(args *skel.CmdArgs) error {
 	hostVeth, err := link.AddOwnedVeth(host, veth, args.ContainerID, args.IfName)
 	if errors.Is(err, link.ErrIfaceExists) {
 		tx.MarkLiveTwin()
-	}
-	res, ipamErr := tx.WaitIPAM()
-	if errors.Is(err, link.ErrIfaceExists) {
 		return addtx.Conflict(plugin, args)
 	}
 	if err != nil {
@@ -102,8 +99,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 	}
 	hostName := hostVeth.Attrs().Name
 	tx.Undo(func() { cni.Undone(plugin, "deleting "+hostName, link.DelLink(host, hostName)) })
-	if ipamErr != nil {
-		return ipamErr
+	res, err := tx.WaitIPAM()
+	if err != nil {
+		return err
 	}
 	result := &current.Result{CNIVersion: current.ImplementedSpecVersion, IPs: res.IPs, Routes: res.Routes, DNS: res.DNS}
 	if result.DNS.IsEmpty() {

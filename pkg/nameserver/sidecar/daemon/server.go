@@ -247,7 +247,7 @@ func (s *server) apply(req sidecar.Request) error {
 // checks that the record's gateways are served before the plugin returns.
 func (s *server) listen(req sidecar.Request) error {
 	if s.table.LocalLen() == 0 {
-		return nil // about to exit
+		return nil // handle closes the listeners and starts the linger
 	}
 	if err := s.server.Listen(s.table.Gateways()); err != nil {
 		return err
